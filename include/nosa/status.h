@@ -94,8 +94,9 @@ inline void throw_if_error(const Status& status) {
 NOSA_NAMESPACE_END
 
 /// Evaluates a Status expression and returns it from the enclosing function when it failed.
-#define NOSA_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    ::nosa::Status nosa_status_ = (expr);     \
+/// Variadic so that template argument lists with commas need no extra parentheses.
+#define NOSA_RETURN_IF_ERROR(...)                \
+  do {                                           \
+    ::nosa::Status nosa_status_ = (__VA_ARGS__); \
     if (!nosa_status_.ok()) return nosa_status_; \
   } while (0)
