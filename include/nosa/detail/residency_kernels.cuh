@@ -321,7 +321,10 @@ __global__ void __launch_bounds__(128) residency_append_kernel(const __grid_cons
   using Fmt = PageFormat<T, B, D, L>;
   constexpr int kEpv = 16 / sizeof(T);
   constexpr int kVecRow = D / kEpv;
-  __shared__ int s_slot, s_load;
+  // s_found is written before the middle barrier and only read after it; s_claim is written by
+  // thread 0 alone and read after the last barrier (no shared variable is both read and written
+  // between two barriers).
+  __shared__ int s_found, s_claim, s_load;
   const int H = p.num_heads, S = p.slots_per_head;
   const int b = blockIdx.x / H, h = blockIdx.x % H;
   const int tid = threadIdx.x, nt = blockDim.x;
@@ -347,7 +350,7 @@ __global__ void __launch_bounds__(128) residency_append_kernel(const __grid_cons
   int* res = p.state.block + base;
   int* stp = p.state.stamp + base;
   if (tid == 0) {
-    s_slot = -1;
+    s_found = -1;
     s_load = 0;
   }
   if (!decode) {
@@ -360,9 +363,11 @@ __global__ void __launch_bounds__(128) residency_append_kernel(const __grid_cons
   }
   __syncthreads();
   for (int s = tid; s < S; s += nt)
-    if (res[s] == blk) s_slot = s;
+    if (res[s] == blk) s_found = s;
   __syncthreads();
-  if (tid == 0 && s_slot < 0) {  // claim the first victim: free first, then least recently needed
+  const int found = s_found;
+  if (tid == 0 && found >= 0) s_claim = found;
+  if (tid == 0 && found < 0) {  // claim the first victim: free first, then least recently needed
     int best = 0;
     unsigned long long best_key = victim_key(res[0], stp[0], 0);
     for (int s = 1; s < S; ++s) {
@@ -374,11 +379,11 @@ __global__ void __launch_bounds__(128) residency_append_kernel(const __grid_cons
     }
     res[best] = blk;
     stp[best] = p.state.clock[group];
-    s_slot = best;
+    s_claim = best;
     s_load = 1;
   }
   __syncthreads();
-  const int slot = base + s_slot;
+  const int slot = base + s_claim;
   const char* pg = p.pool + static_cast<std::size_t>(page) * p.page_stride;
   const int tb = (Tlen - 1) % B;
   const int ntok = decode ? tb : tb + 1;  // tokens of the block already in the pool

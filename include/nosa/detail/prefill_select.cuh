@@ -1,0 +1,375 @@
+// nosa::detail: per-row block selection for a chunk of prefill rows (DESIGN.md section 2 with
+// T = i + 1 for row i), in three kernels:
+//   compress_kernel : Kc[j] = mean(k[s*j .. s*j+c)), bc[j] = mean(b[...]) in fp32, token order,
+//                     stored as Kc = hi + lo (two 2-byte arrays) so the tensor-core product sees
+//                     the fp32 value to ~16 bits instead of a bf16-rounded key.
+//   stage1_kernel   : S[i][j] = sum_g softmax_j(q_{i,g} . Kc[j] / sqrt(D)) over the visible j
+//                     (s*j + c <= i + 1), two passes over the compressed keys (row max/sum, then
+//                     probabilities), summed over the G heads in head order, max-pooled into
+//                     the blocks each window overlaps: Pq[row][h][m] via atomicMax (S >= 0, so
+//                     float order = int order; the buffer starts at all-ones = "-inf").
+//   topk_kernel     : one warp per (row, KV head): forced blocks, query-aware top-qk then
+//                     agnostic top-budget (NOSA) or top-budget by Pq (InfLLM-V2), ties to the
+//                     lower index, sorted ascending.
+#pragma once
+
+#include <nosa/config.h>
+#include <nosa/detail/cuda_types.cuh>
+#include <nosa/detail/prefill_mma.cuh>
+#include <nosa/detail/selection_math.h>
+
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#include <climits>
+#include <cstdint>
+
+NOSA_NAMESPACE_BEGIN
+namespace detail {
+namespace prefill {
+
+// ---------------------------------------------------------------------------------------------
+// compression
+
+struct CompressParams {
+  const void* k;       // [Hkv][kv_stride][D]
+  const float* bias;   // [Hkv][kv_stride] or null (then scores are not written)
+  void* keys_hi;       // [Hkv][capacity][D]
+  void* keys_lo;       // [Hkv][capacity][D] or null
+  float* scores;       // [Hkv][capacity] or null
+  long long kv_stride;
+  int capacity;
+  int first_window;
+  int num_windows;
+  int window, stride;
+};
+
+template <class T, int D>
+__global__ void __launch_bounds__(D) compress_kernel(const __grid_constant__ CompressParams p) {
+  const int j = p.first_window + blockIdx.x;
+  const int h = blockIdx.y;
+  const int d = threadIdx.x;
+  const long long first = static_cast<long long>(j) * p.stride;
+  const T* k = static_cast<const T*>(p.k) + (static_cast<long long>(h) * p.kv_stride + first) * D + d;
+  float sum = 0.f;
+  for (int t = 0; t < p.window; ++t) sum += to_f32(k[static_cast<long long>(t) * D]);
+  const float x = sum / static_cast<float>(p.window);
+  const long long out = (static_cast<long long>(h) * p.capacity + j) * D + d;
+  const T hi = from_f32<T>(x);
+  static_cast<T*>(p.keys_hi)[out] = hi;
+  if (p.keys_lo != nullptr) static_cast<T*>(p.keys_lo)[out] = from_f32<T>(x - to_f32(hi));
+  if (d == 0 && p.scores != nullptr && p.bias != nullptr) {
+    const float* b = p.bias + static_cast<long long>(h) * p.kv_stride + first;
+    float bs = 0.f;
+    for (int t = 0; t < p.window; ++t) bs += b[t];
+    p.scores[static_cast<long long>(h) * p.capacity + j] = bs / static_cast<float>(p.window);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// stage 1
+
+inline constexpr int kS1Warps = 4;
+inline constexpr int kS1Threads = kS1Warps * 32;
+inline constexpr int kS1Rows = 16 * kS1Warps;  // packed rows per CTA
+inline constexpr int kS1Keys = 64;             // compressed keys per tile
+inline constexpr int kS1PStride = kS1Keys + 1;
+
+struct Stage1Params {
+  const void* q;        // [num_rows][Hq][D]
+  const void* keys_hi;  // [Hkv][capacity][D]
+  const void* keys_lo;  // [Hkv][capacity][D] or null
+  int* pq;              // [num_rows][Hkv][nb_stride] float bits
+  long long first_row;
+  int num_rows;
+  int num_kv_heads;
+  int capacity;
+  int nb_stride;
+  int window, stride, block_size;
+  float scale_log2;
+};
+
+template <int D>
+constexpr int stage1_smem_bytes() {
+  return (kS1Rows * D + 4 * kS1Keys * D) * 2 + kS1Rows * kS1PStride * 4;
+}
+
+template <class T, int D, int G>
+__global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constant__ Stage1Params p) {
+  constexpr int kRows = kS1Rows / G;
+  constexpr int kPacked = kRows * G;
+  extern __shared__ __align__(128) unsigned char pf_smem[];
+  T* sQ = reinterpret_cast<T*>(pf_smem);
+  T* sH = sQ + kS1Rows * D;    // [2][64][D]
+  T* sL = sH + 2 * kS1Keys * D;  // [2][64][D]
+  float* sP = reinterpret_cast<float*>(sL + 2 * kS1Keys * D);  // [64][65]
+
+  const int h = blockIdx.y;
+  const int Hq = p.num_kv_heads * G;
+  const int row0 = blockIdx.x * kRows;
+  const int rows_here = min(kRows, p.num_rows - row0);
+  const long long last_abs = p.first_row + row0 + rows_here - 1;
+  const int nc_tile = num_compressed(last_abs + 1, p.window, p.stride);
+  const int num_tiles = (nc_tile + kS1Keys - 1) / kS1Keys;
+  const bool use_lo = p.keys_lo != nullptr;
+  const T* q = static_cast<const T*>(p.q);
+  const T* khi = static_cast<const T*>(p.keys_hi) + static_cast<long long>(h) * p.capacity * D;
+  const T* klo = use_lo ? static_cast<const T*>(p.keys_lo) + static_cast<long long>(h) * p.capacity * D : khi;
+
+  load_tile_64<D, kS1Threads>(sQ, q, [&](int r) -> const T* {
+    const int lr = row0 + r / G;
+    if (r >= kPacked || lr >= p.num_rows) return nullptr;
+    return q + (static_cast<long long>(lr) * Hq + h * G + r % G) * D;
+  });
+  cp_async_commit();
+  auto load_keys = [&](int tile, int buf) {
+    const int j0 = tile * kS1Keys;
+    load_tile_64<D, kS1Threads>(sH + buf * kS1Keys * D, khi, [&](int r) -> const T* {
+      return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
+    });
+    if (use_lo)
+      load_tile_64<D, kS1Threads>(sL + buf * kS1Keys * D, klo, [&](int r) -> const T* {
+        return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
+      });
+  };
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int quad_row = lane >> 2, quad_col = (lane & 3) * 2;
+  int nc_row[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int pr = warp * 16 + quad_row + j * 8;
+    const int lr = row0 + pr / G;
+    row_ok[j] = pr < kPacked && lr < p.num_rows;
+    nc_row[j] = row_ok[j] ? num_compressed(p.first_row + lr + 1, p.window, p.stride) : 0;
+  }
+  float row_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
+  float row_sum[2] = {0.f, 0.f};
+  float inv_den[2] = {0.f, 0.f};
+  std::uint32_t qf[D / 16][4];
+
+  // Both passes walk the same tiles with the same arithmetic, so pass 2 sees pass 1's logits.
+  for (int pass = 0; pass < 2; ++pass) {
+    if (num_tiles > 0) load_keys(0, 0);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    if (pass == 0) load_a_frags<D>(qf, sQ, warp * 16);
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int buf = tile & 1;
+      if (tile + 1 < num_tiles) load_keys(tile + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+      __syncthreads();
+      float s[8][4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+      qk_product<D>(s, qf, sH + buf * kS1Keys * D);
+      if (use_lo) qk_product<D>(s, qf, sL + buf * kS1Keys * D);
+      const int j0 = tile * kS1Keys;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int jr = e >> 1;
+          const int col = j0 + nt * 8 + quad_col + (e & 1);
+          s[nt][e] = col < nc_row[jr] ? s[nt][e] * p.scale_log2 : -CUDART_INF_F;
+        }
+      if (pass == 0) {
+        float tmax[2] = {-CUDART_INF_F, -CUDART_INF_F};
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[nt][e]);
+#pragma unroll
+        for (int jr = 0; jr < 2; ++jr) {
+          tmax[jr] = fmaxf(tmax[jr], __shfl_xor_sync(0xffffffffu, tmax[jr], 1));
+          tmax[jr] = fmaxf(tmax[jr], __shfl_xor_sync(0xffffffffu, tmax[jr], 2));
+          const float mnew = fmaxf(row_max[jr], tmax[jr]);
+          const float base = mnew == -CUDART_INF_F ? 0.f : mnew;
+          const float alpha = mnew == row_max[jr] ? 1.f : exp2f(row_max[jr] - base);
+          float ts = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt) ts += exp2f(s[nt][2 * jr] - base) + exp2f(s[nt][2 * jr + 1] - base);
+          row_sum[jr] = row_sum[jr] * alpha + ts;
+          row_max[jr] = mnew;
+        }
+      } else {
+        // Probabilities of this tile -> shared, then head sums and window -> block pooling.
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int jr = e >> 1;
+            const int pr = warp * 16 + quad_row + jr * 8;
+            const float base = row_max[jr] == -CUDART_INF_F ? 0.f : row_max[jr];
+            sP[pr * kS1PStride + nt * 8 + quad_col + (e & 1)] = exp2f(s[nt][e] - base) * inv_den[jr];
+          }
+        __syncthreads();
+        const int j1 = min(j0 + kS1Keys, nc_tile) - 1;
+        const int m_lo = static_cast<int>(static_cast<long long>(j0) * p.stride / p.block_size);
+        const int m_hi = static_cast<int>((static_cast<long long>(j1) * p.stride + p.window - 1) / p.block_size);
+        const int nm = m_hi - m_lo + 1;
+        for (int idx = threadIdx.x; idx < rows_here * nm; idx += kS1Threads) {
+          const int r = idx / nm, mb = m_lo + idx % nm;
+          const long long lr = row0 + r;
+          const int nc_r = num_compressed(p.first_row + lr + 1, p.window, p.stride);
+          const WindowRange wr = windows_overlapping_block(mb, p.block_size, p.window, p.stride, nc_r);
+          const int a = max(wr.first, j0), b = min(wr.last, j1);
+          if (a > b) continue;
+          float best = -CUDART_INF_F;
+          for (int jj = a; jj <= b; ++jj) {
+            float sum = 0.f;
+            for (int g = 0; g < G; ++g) sum += sP[(r * G + g) * kS1PStride + (jj - j0)];
+            best = fmaxf(best, sum);
+          }
+          atomicMax(p.pq + (lr * p.num_kv_heads + h) * p.nb_stride + mb, __float_as_int(best));
+        }
+      }
+      __syncthreads();
+    }
+    if (pass == 0) {
+#pragma unroll
+      for (int jr = 0; jr < 2; ++jr) {
+        float l = row_sum[jr];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        inv_den[jr] = l > 0.f ? 1.f / l : 0.f;
+      }
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// top-k selection
+
+inline constexpr int kTopkWarps = 4;
+
+struct TopkParams {
+  const int* pq;        // [num_rows][Hkv][nb_stride] float bits; negative int = -inf
+  float* pe;            // [num_rows][Hkv][nb_stride] scratch (NOSA)
+  const float* scores;  // [Hkv][capacity] compressed agnostic scores (NOSA)
+  int* block_ids;       // [num_rows][Hkv][out_stride]
+  int* counts;          // [num_rows][Hkv]
+  long long first_row;
+  long long out_row0;   // row offset of this pass in block_ids/counts
+  int num_rows;
+  int num_kv_heads;
+  int capacity;
+  int nb_stride;
+  int out_stride;
+  int mask_words;  // per warp
+  int window, stride, block_size;
+  int sink, local, query_aware, budget;
+  int nosa;  // 1 = NOSA, 0 = InfLLM-V2
+};
+
+NOSA_DEVICE NOSA_FORCEINLINE bool rank_first(float sa, int a, float sb, int b) {
+  return sa > sb || (sa == sb && a < b);
+}
+
+/// Top min(k, n) of score(m), m < n, in rank order, written to out[0..k) (shared); a warp.
+template <class Score>
+NOSA_DEVICE NOSA_FORCEINLINE int warp_topk(int n, int k, Score score, int* out) {
+  const int lane = threadIdx.x & 31;
+  k = min(k, n);
+  // Each lane caches its best element ranking after the last pick; only the winner rescans.
+  auto rescan = [&](float ps, int pi, float& bs, int& bi) {
+    bs = -CUDART_INF_F;
+    bi = INT_MAX;
+    for (int m = lane; m < n; m += 32) {
+      const float s = score(m);
+      if (rank_first(ps, pi, s, m) && rank_first(s, m, bs, bi)) {
+        bs = s;
+        bi = m;
+      }
+    }
+  };
+  float bs;
+  int bi;
+  rescan(CUDART_INF_F, -1, bs, bi);
+  for (int r = 0; r < k; ++r) {
+    float ws = bs;
+    int wi = bi;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const float os = __shfl_xor_sync(0xffffffffu, ws, off);
+      const int oi = __shfl_xor_sync(0xffffffffu, wi, off);
+      if (rank_first(os, oi, ws, wi)) {
+        ws = os;
+        wi = oi;
+      }
+    }
+    if (lane == 0) out[r] = wi;
+    if (bi == wi) rescan(ws, wi, bs, bi);
+  }
+  __syncwarp();
+  return k;
+}
+
+template <int kWarps = kTopkWarps>  // a template so the header can be included by many .cu files
+__global__ void __launch_bounds__(kWarps * 32) topk_kernel(const __grid_constant__ TopkParams p) {
+  extern __shared__ __align__(128) unsigned char pf_smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const long long task = static_cast<long long>(blockIdx.x) * kWarps + warp;
+  if (task >= static_cast<long long>(p.num_rows) * p.num_kv_heads) return;
+  const int lr = static_cast<int>(task / p.num_kv_heads);
+  const int h = static_cast<int>(task % p.num_kv_heads);
+  const int per_warp = p.mask_words + p.budget + p.query_aware;
+  std::uint32_t* mask = reinterpret_cast<std::uint32_t*>(pf_smem) + warp * per_warp;
+  int* picks = reinterpret_cast<int*>(mask + p.mask_words);   // [budget]
+  int* qpicks = picks + p.budget;                              // [query_aware]
+
+  const long long T = p.first_row + lr + 1;
+  const int nb = num_blocks(T, p.block_size);
+  const int cur = nb - 1;
+  const int nc = num_compressed(T, p.window, p.stride);
+  const int* pq = p.pq + task * p.nb_stride;
+  auto score_q = [&](int m) -> float {
+    if (is_forced_block(m, cur, p.sink, p.local)) return CUDART_INF_F;
+    const int bits = pq[m];
+    return bits < 0 ? -CUDART_INF_F : __int_as_float(bits);
+  };
+  int k;
+  if (p.nosa) {
+    const int words = (nb + 31) / 32;
+    for (int w = lane; w < words; w += 32) mask[w] = 0u;
+    __syncwarp();
+    const int kq = warp_topk(nb, p.query_aware, score_q, qpicks);
+    for (int r = lane; r < kq; r += 32) atomicOr(&mask[qpicks[r] >> 5], 1u << (qpicks[r] & 31));
+    __syncwarp();
+    float* pe = p.pe + task * p.nb_stride;
+    const float* bc = p.scores + static_cast<long long>(h) * p.capacity;
+    for (int m = lane; m < nb; m += 32) {
+      float v;
+      if (is_forced_block(m, cur, p.sink, p.local) || ((mask[m >> 5] >> (m & 31)) & 1u)) {
+        v = CUDART_INF_F;
+      } else {
+        v = -CUDART_INF_F;
+        const WindowRange wr = windows_overlapping_block(m, p.block_size, p.window, p.stride, nc);
+        for (int j = wr.first; j <= wr.last; ++j) v = fmaxf(v, bc[j]);
+      }
+      pe[m] = v;
+    }
+    __syncwarp();
+    k = warp_topk(nb, p.budget, [&](int m) { return pe[m]; }, picks);
+  } else {
+    k = warp_topk(nb, p.budget, score_q, picks);
+  }
+  // Ascending order: each pick's position is the number of smaller picks.
+  const long long out_row = p.out_row0 + lr;
+  int* out = p.block_ids + (out_row * p.num_kv_heads + h) * p.out_stride;
+  for (int e = lane; e < k; e += 32) {
+    const int v = picks[e];
+    int pos = 0;
+    for (int x = 0; x < k; ++x) pos += picks[x] < v;
+    out[pos] = v;
+  }
+  if (lane == 0) p.counts[out_row * p.num_kv_heads + h] = k;
+}
+
+}  // namespace prefill
+}  // namespace detail
+NOSA_NAMESPACE_END

@@ -1,0 +1,411 @@
+// GPU prefill (include/nosa/prefill.cuh) against the host reference (host::prefill,
+// host::select_blocks with Real = double).
+//
+// Tolerances (bf16 inputs/outputs, fp32 accumulation): o within 1e-2 + 1e-2*|o_ref| (outputs
+// are averages of V in [-1, 1]; bf16 output rounding alone is 2^-9 relative and P is rounded to
+// bf16 for the P.V product), lse within 1e-3 * max(1, |lse_ref|). Selections must be equal
+// exactly, except for (row, KV head) pairs whose host scores have a near-tie (relative gap
+// < 1e-4, not an exact tie) at a top-k boundary; those are skipped and counted.
+#include "cuda/gpu_test_util.h"
+#include "cuda/prefill_launch.h"
+
+#include <nosa/detail/parallel_for.h>
+#include <nosa/host.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+namespace {
+
+using nosa::bfloat16_t;
+using nosa_test::PrefillOutput;
+using nosa_test::PrefillProblem;
+using nosa_test::PrefillRequest;
+
+nosa::SelectionParams small_params() {
+  nosa::SelectionParams p;
+  p.sink = 1;
+  p.local = 2;
+  p.query_aware = 3;
+  p.budget = 6;
+  return p;
+}
+
+/// Random prompt with structure: a few "hot" blocks whose keys align with a per-head direction
+/// the queries share (so stage 1 has clear winners), smooth bias, V in [-1, 1].
+PrefillProblem make_problem(int Hkv, int D, int G, long long L, nosa::SelectionParams params, unsigned seed) {
+  PrefillProblem p;
+  p.num_kv_heads = Hkv;
+  p.head_dim = D;
+  p.group_size = G;
+  p.length = L;
+  p.params = params;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> U(-1.f, 1.f);
+  std::vector<float> dir(static_cast<std::size_t>(Hkv) * D);
+  for (auto& x : dir) x = U(rng) < 0 ? -1.f : 1.f;
+  const long long nb = (L + 63) / 64;
+  std::vector<char> hot(static_cast<std::size_t>(Hkv) * nb);
+  for (auto& x : hot) x = (rng() % 6) == 0;
+  p.k.resize(static_cast<std::size_t>(Hkv) * L * D);
+  p.v.resize(p.k.size());
+  p.bias.resize(static_cast<std::size_t>(Hkv) * L);
+  for (int h = 0; h < Hkv; ++h)
+    for (long long t = 0; t < L; ++t) {
+      const bool is_hot = hot[static_cast<std::size_t>(h) * nb + t / 64];
+      for (int d = 0; d < D; ++d) {
+        const std::size_t i = (static_cast<std::size_t>(h) * L + t) * D + d;
+        p.k[i] = nosa::to_bfloat16(U(rng) + (is_hot ? 0.6f * dir[h * D + d] : 0.f));
+        p.v[i] = nosa::to_bfloat16(U(rng));
+      }
+      p.bias[static_cast<std::size_t>(h) * L + t] = 1.5f * std::sin(0.013f * t + h) + 0.3f * U(rng);
+    }
+  const int Hq = Hkv * G;
+  p.q.resize(static_cast<std::size_t>(L) * Hq * D);
+  for (long long r = 0; r < L; ++r)
+    for (int qh = 0; qh < Hq; ++qh)
+      for (int d = 0; d < D; ++d)
+        p.q[(static_cast<std::size_t>(r) * Hq + qh) * D + d] =
+            nosa::to_bfloat16(1.5f * U(rng) + 0.4f * dir[(qh / G) * D + d]);
+  return p;
+}
+
+/// The host cache holding the same prompt (token-major input, as host::KVCache::append takes).
+std::unique_ptr<nosa::host::KVCache<double>> make_cache(const PrefillProblem& p) {
+  const int Hkv = p.num_kv_heads, D = p.head_dim;
+  nosa::Dims dims{64, D, p.group_size, nosa::HeadLayout::kHND};
+  auto cache = std::make_unique<nosa::host::KVCache<double>>(Hkv, dims, p.params);
+  REQUIRE(cache->add_sequence(0).ok());
+  std::vector<bfloat16_t> k(p.k.size()), v(p.v.size());
+  std::vector<float> b(p.bias.size());
+  for (long long t = 0; t < p.length; ++t)
+    for (int h = 0; h < Hkv; ++h) {
+      for (int d = 0; d < D; ++d) {
+        k[(static_cast<std::size_t>(t) * Hkv + h) * D + d] = p.k[(static_cast<std::size_t>(h) * p.length + t) * D + d];
+        v[(static_cast<std::size_t>(t) * Hkv + h) * D + d] = p.v[(static_cast<std::size_t>(h) * p.length + t) * D + d];
+      }
+      b[static_cast<std::size_t>(t) * Hkv + h] = p.bias[static_cast<std::size_t>(h) * p.length + t];
+    }
+  REQUIRE(cache->append(0, p.length, k.data(), v.data(), b.data()).ok());
+  return cache;
+}
+
+struct HostSelection {
+  std::vector<int> ids;     ///< [L][Hkv][budget]
+  std::vector<int> counts;  ///< [L][Hkv]
+  std::vector<char> near_tie;
+};
+
+bool boundary_near_tie(const std::vector<double>& sc, int k) {
+  const int n = static_cast<int>(sc.size());
+  if (k <= 0 || k >= n) return false;
+  const std::vector<int> top = nosa::host::top_k(sc, k + 1);
+  const double a = sc[top[k - 1]], b = sc[top[k]];
+  if (a == b || !std::isfinite(a) || !std::isfinite(b)) return false;
+  return std::fabs(a - b) <= 1e-4 * std::max(std::fabs(a), std::fabs(b));
+}
+
+HostSelection host_selection(const nosa::host::KVCache<double>& cache, const PrefillProblem& p, nosa::SelectorKind kind) {
+  const int Hkv = p.num_kv_heads, G = p.group_size, D = p.head_dim, Hq = Hkv * G;
+  const int budget = p.params.budget;
+  HostSelection s;
+  s.ids.assign(static_cast<std::size_t>(p.length) * Hkv * budget, -1);
+  s.counts.assign(static_cast<std::size_t>(p.length) * Hkv, 0);
+  s.near_tie.assign(static_cast<std::size_t>(p.length) * Hkv, 0);
+  nosa::detail::parallel_for(p.length * Hkv, 0, [&](long long i) {
+    const long long r = i / Hkv;
+    const int h = static_cast<int>(i % Hkv);
+    const auto& hs = cache.head(0, h);
+    const auto sel = nosa::host::select_blocks<double>(kind, p.params, 64, r + 1,
+                                                       p.q.data() + (static_cast<std::size_t>(r) * Hq + h * G) * D, G, D,
+                                                       hs.compressed.keys(), hs.compressed.scores());
+    s.counts[i] = static_cast<int>(sel.blocks.size());
+    std::copy(sel.blocks.begin(), sel.blocks.end(), s.ids.begin() + i * budget);
+    const int nb = static_cast<int>(sel.block_scores_q.size());
+    bool near = false;
+    if (kind == nosa::SelectorKind::kNosa) {
+      near = boundary_near_tie(sel.block_scores_q, std::min(p.params.query_aware, nb)) ||
+             boundary_near_tie(sel.block_scores_e, std::min(budget, nb));
+    } else {
+      near = boundary_near_tie(sel.block_scores_q, std::min(budget, nb));
+    }
+    s.near_tie[i] = near;
+  });
+  return s;
+}
+
+struct Compare {
+  double max_o_err = 0, max_lse_err = 0;
+  long long rows = 0, bad = 0;
+};
+
+/// Compares GPU rows with host::prefill row by row; rows with skip[r*Hkv+h] set are skipped.
+Compare compare_rows(const nosa::host::KVCache<double>& cache, const PrefillProblem& p, const PrefillOutput& out,
+                     const std::vector<long long>& rows, nosa::host::PrefillMode mode, nosa::SelectorKind kind,
+                     bool use_bias, const std::vector<char>* skip = nullptr) {
+  const int Hkv = p.num_kv_heads, G = p.group_size, D = p.head_dim, Hq = Hkv * G;
+  nosa::host::StepOptions opt{kind, use_bias, 1};
+  std::vector<Compare> per(rows.size());
+  nosa::detail::parallel_for(static_cast<long long>(rows.size()), 0, [&](long long ri) {
+    const long long r = rows[ri];
+    std::vector<double> o(static_cast<std::size_t>(Hq) * D), lse(Hq);
+    const auto st = nosa::host::prefill<double>(cache, 0, r, 1, p.q.data() + static_cast<std::size_t>(r) * Hq * D,
+                                                o.data(), lse.data(), mode, opt);
+    Compare& c = per[ri];
+    if (!st.ok()) { c.bad++; return; }
+    for (int qh = 0; qh < Hq; ++qh) {
+      if (skip != nullptr && (*skip)[static_cast<std::size_t>(r) * Hkv + qh / G]) continue;
+      bool row_bad = false;
+      for (int d = 0; d < D; ++d) {
+        const double ref = o[static_cast<std::size_t>(qh) * D + d];
+        const double got = nosa::to_float(out.o[(static_cast<std::size_t>(r) * Hq + qh) * D + d]);
+        const double err = std::fabs(got - ref);
+        if (!(err <= 1e-2 + 1e-2 * std::fabs(ref))) row_bad = true;
+        c.max_o_err = std::max(c.max_o_err, std::isfinite(err) ? err : 1e30);
+      }
+      const double lref = lse[qh], lgot = out.lse[static_cast<std::size_t>(r) * Hq + qh];
+      const double lerr = std::fabs(lgot - lref);
+      if (!(lerr <= 1e-3 * std::max(1.0, std::fabs(lref)))) row_bad = true;
+      c.max_lse_err = std::max(c.max_lse_err, std::isfinite(lerr) ? lerr : 1e30);
+      c.rows++;
+      if (row_bad) {
+        if (c.bad < 3)
+          std::printf("  mismatch row %lld head %d: lse gpu %.6f ref %.6f, o[0] gpu %.5f ref %.5f\n", r, qh, lgot, lref,
+                      nosa::to_float(out.o[(static_cast<std::size_t>(r) * Hq + qh) * D]), o[static_cast<std::size_t>(qh) * D]);
+        c.bad++;
+      }
+    }
+  });
+  Compare total;
+  for (const auto& c : per) {
+    total.max_o_err = std::max(total.max_o_err, c.max_o_err);
+    total.max_lse_err = std::max(total.max_lse_err, c.max_lse_err);
+    total.rows += c.rows;
+    total.bad += c.bad;
+  }
+  return total;
+}
+
+std::vector<long long> all_rows(long long L) {
+  std::vector<long long> r(L);
+  for (long long i = 0; i < L; ++i) r[i] = i;
+  return r;
+}
+
+/// Counts (row, head) selections that differ from the host's, outside near-ties.
+long long selection_mismatches(const PrefillProblem& p, const HostSelection& hs, const PrefillOutput& out,
+                               long long* skipped) {
+  const int Hkv = p.num_kv_heads, budget = p.params.budget;
+  long long bad = 0;
+  *skipped = 0;
+  for (long long i = 0; i < p.length * Hkv; ++i) {
+    if (hs.near_tie[i]) { ++*skipped; continue; }
+    bool same = hs.counts[i] == out.counts[i];
+    for (int e = 0; same && e < hs.counts[i]; ++e) same = hs.ids[i * budget + e] == out.block_ids[i * budget + e];
+    if (!same) {
+      if (bad < 3) {
+        std::printf("  selection mismatch row %lld head %lld: count gpu %d host %d; ids gpu/host:", i / Hkv, i % Hkv,
+                    out.counts[i], hs.counts[i]);
+        for (int e = 0; e < std::min(hs.counts[i], 12); ++e)
+          std::printf(" %d/%d", out.block_ids[i * budget + e], hs.ids[i * budget + e]);
+        std::printf("\n");
+      }
+      ++bad;
+    }
+  }
+  return bad;
+}
+
+std::string kind_name(nosa::SelectorKind k) { return nosa::to_string(k); }
+
+}  // namespace
+
+TEST_CASE("prefill: dense causal attention (NOSA^F, with and without bias) matches the host reference") {
+  NOSA_REQUIRE_GPU();
+  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
+    const long long L = 1000;  // ragged: 15 blocks + 40 tokens
+    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 11);
+    const auto cache = make_cache(p);
+    for (bool bias : {true, false}) {
+      PrefillRequest rq;
+      rq.use_bias = bias;
+      PrefillOutput out;
+      const nosa::Status st = nosa_test::run_prefill(p, rq, out);
+      REQUIRE_MESSAGE(st.ok(), st.to_string());
+      const Compare c = compare_rows(*cache, p, out, all_rows(L), nosa::host::PrefillMode::kDense, nosa::SelectorKind::kDense, bias);
+      MESSAGE("dense D=" << D << " G=" << G << " bias=" << bias << ": " << c.rows << " (row, query head) pairs, max |o err| " << c.max_o_err
+                         << ", max |lse err| " << c.max_lse_err);
+      CHECK(c.rows == L * 2 * G);
+      CHECK(c.bad == 0);
+    }
+  }
+}
+
+TEST_CASE("prefill: sparse attention over the host's selection matches the host reference") {
+  NOSA_REQUIRE_GPU();
+  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
+    const long long L = 1000;
+    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 12);
+    const auto cache = make_cache(p);
+    for (auto kind : {nosa::SelectorKind::kNosa, nosa::SelectorKind::kInfllmV2}) {
+      const bool bias = kind == nosa::SelectorKind::kNosa;
+      const HostSelection hs = host_selection(*cache, p, kind);
+      PrefillRequest rq;
+      rq.sparse = true;
+      rq.selector = kind;
+      rq.use_bias = bias;
+      rq.given_ids = &hs.ids;
+      rq.given_counts = &hs.counts;
+      PrefillOutput out;
+      const nosa::Status st = nosa_test::run_prefill(p, rq, out);
+      REQUIRE_MESSAGE(st.ok(), st.to_string());
+      const Compare c = compare_rows(*cache, p, out, all_rows(L), nosa::host::PrefillMode::kSparse, kind, bias);
+      MESSAGE("sparse(host sets) " << kind_name(kind) << " D=" << D << " G=" << G << ": " << c.rows
+                                   << " (row, query head) pairs, max |o err| " << c.max_o_err << ", max |lse err| " << c.max_lse_err);
+      CHECK(c.rows == L * 2 * G);
+      CHECK(c.bad == 0);
+    }
+  }
+}
+
+TEST_CASE("prefill: GPU per-row selection equals the host's; full sparse pipeline matches host") {
+  NOSA_REQUIRE_GPU();
+  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
+    const long long L = 1000;
+    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 13);
+    const auto cache = make_cache(p);
+    for (auto kind : {nosa::SelectorKind::kNosa, nosa::SelectorKind::kInfllmV2}) {
+      const bool bias = kind == nosa::SelectorKind::kNosa;
+      const HostSelection hs = host_selection(*cache, p, kind);
+      PrefillRequest rq;
+      rq.sparse = true;
+      rq.selector = kind;
+      rq.use_bias = bias;
+      rq.rows_per_pass = 256;  // several workspace passes
+      PrefillOutput out;
+      const nosa::Status st = nosa_test::run_prefill(p, rq, out);
+      REQUIRE_MESSAGE(st.ok(), st.to_string());
+      long long skipped = 0;
+      const long long bad = selection_mismatches(p, hs, out, &skipped);
+      const Compare c = compare_rows(*cache, p, out, all_rows(L), nosa::host::PrefillMode::kSparse, kind, bias, &hs.near_tie);
+      MESSAGE("GPU selection " << kind_name(kind) << " D=" << D << " G=" << G << ": " << (L * 2 - skipped)
+                               << " (row, head) sets compared, " << skipped << " near-ties skipped, " << bad
+                               << " mismatches; attention max |o err| " << c.max_o_err << ", max |lse err| " << c.max_lse_err);
+      CHECK(bad == 0);
+      CHECK(skipped <= L * 2 / 20);
+      CHECK(c.bad == 0);
+    }
+  }
+}
+
+TEST_CASE("prefill: chunked prefill equals one pass bit for bit") {
+  NOSA_REQUIRE_GPU();
+  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
+    const long long L = 1000;
+    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 14);
+    for (int sparse = 0; sparse < 2; ++sparse) {
+      PrefillRequest one;
+      one.sparse = sparse;
+      PrefillRequest chunked = one;
+      chunked.chunks = {300, 1, 435, 264};
+      chunked.rows_per_pass = 128;
+      PrefillOutput a, b;
+      REQUIRE(nosa_test::run_prefill(p, one, a).ok());
+      REQUIRE(nosa_test::run_prefill(p, chunked, b).ok());
+      long long o_diff = 0, lse_diff = 0, id_diff = 0;
+      for (std::size_t i = 0; i < a.o.size(); ++i) o_diff += a.o[i].bits != b.o[i].bits;
+      for (std::size_t i = 0; i < a.lse.size(); ++i) lse_diff += std::memcmp(&a.lse[i], &b.lse[i], 4) != 0;
+      for (std::size_t i = 0; i < a.counts.size(); ++i) {
+        id_diff += a.counts[i] != b.counts[i];
+        for (int e = 0; e < a.counts[i]; ++e)
+          id_diff += a.block_ids[i * p.params.budget + e] != b.block_ids[i * p.params.budget + e];
+      }
+      MESSAGE("chunked vs one pass D=" << D << " G=" << G << std::string(sparse ? " sparse" : " dense") << ": differing o " << o_diff
+                                       << ", lse " << lse_diff << ", selection entries " << id_diff);
+      CHECK(o_diff == 0);
+      CHECK(lse_diff == 0);
+      CHECK(id_diff == 0);
+    }
+  }
+}
+
+TEST_CASE("prefill: the call sequence is CUDA-graph capturable and replays the same results") {
+  NOSA_REQUIRE_GPU();
+  const auto cfg = nosa_test::prefill_compiled_configs().front();
+  const PrefillProblem p = make_problem(2, cfg.first, cfg.second, 700, small_params(), 16);
+  for (int sparse = 0; sparse < 2; ++sparse) {
+    PrefillRequest direct;
+    direct.sparse = sparse;
+    direct.chunks = {256, 444};
+    direct.rows_per_pass = 200;
+    PrefillRequest graph = direct;
+    graph.use_graph = true;
+    PrefillOutput a, b;
+    REQUIRE(nosa_test::run_prefill(p, direct, a).ok());
+    const nosa::Status st = nosa_test::run_prefill(p, graph, b);
+    REQUIRE_MESSAGE(st.ok(), st.to_string());
+    long long diff = 0;
+    for (std::size_t i = 0; i < a.o.size(); ++i) diff += a.o[i].bits != b.o[i].bits;
+    for (std::size_t i = 0; i < a.lse.size(); ++i) diff += std::memcmp(&a.lse[i], &b.lse[i], 4) != 0;
+    for (std::size_t i = 0; i < a.counts.size(); ++i) diff += a.counts[i] != b.counts[i];
+    MESSAGE("graph replay vs direct" << std::string(sparse ? " sparse" : " dense") << ": " << diff << " differing values");
+    CHECK(diff == 0);
+  }
+}
+
+TEST_CASE("prefill: 8K-token prompt with release parameters, sampled rows") {
+  NOSA_REQUIRE_GPU();
+  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
+    if (D != 128) continue;
+    const long long L = 8192 + 37;
+    const PrefillProblem p = make_problem(2, D, G, L, nosa::SelectionParams{}, 15);
+    const auto cache = make_cache(p);
+    std::vector<long long> rows = {0, 1, 31, 32, 63, 64, 1023, 1024, 1100, 4095, 4096, 6000, 8191, 8192, L - 2, L - 1};
+    std::mt19937 rng(7);
+    for (int i = 0; i < 32; ++i) rows.push_back(static_cast<long long>(rng() % L));
+    {
+      PrefillRequest rq;
+      PrefillOutput out;
+      REQUIRE(nosa_test::run_prefill(p, rq, out).ok());
+      const Compare c = compare_rows(*cache, p, out, rows, nosa::host::PrefillMode::kDense, nosa::SelectorKind::kDense, true);
+      MESSAGE("8K dense G=" << G << ": " << c.rows << " sampled (row, head), max |o err| " << c.max_o_err
+                            << ", max |lse err| " << c.max_lse_err);
+      CHECK(c.bad == 0);
+    }
+    {
+      const HostSelection hs = host_selection(*cache, p, nosa::SelectorKind::kNosa);
+      PrefillRequest rq;
+      rq.sparse = true;
+      rq.rows_per_pass = 2048;
+      PrefillOutput out;
+      REQUIRE(nosa_test::run_prefill(p, rq, out).ok());
+      long long skipped = 0;
+      const long long bad = selection_mismatches(p, hs, out, &skipped);
+      const Compare c = compare_rows(*cache, p, out, rows, nosa::host::PrefillMode::kSparse, nosa::SelectorKind::kNosa, true,
+                                     &hs.near_tie);
+      MESSAGE("8K NOSA G=" << G << ": selection " << (L * 2 - skipped) << " (row, head) compared, " << skipped
+                           << " near-ties skipped, " << bad << " mismatches; sampled attention " << c.rows
+                           << " rows, max |o err| " << c.max_o_err << ", max |lse err| " << c.max_lse_err);
+      CHECK(bad == 0);
+      CHECK(skipped <= L * 2 / 20);
+      CHECK(c.bad == 0);
+    }
+  }
+}
+
+TEST_CASE("prefill: bad input is refused with a Status naming the argument, outputs untouched") {
+  NOSA_REQUIRE_GPU();
+  const auto cases = nosa_test::prefill_bad_inputs();
+  REQUIRE(cases.size() >= 15);
+  for (const auto& c : cases) {
+    INFO("case " << c.name << ": " << c.status.to_string());
+    CHECK(!c.status.ok());
+    CHECK(c.status.message().find(c.name) != std::string::npos);
+    CHECK(c.output_untouched);
+  }
+}
