@@ -1,0 +1,247 @@
+// nosa::detail: pooling to blocks and the two-stage top-k of the device selector.
+//
+// pool_kernel  grid (splits, Hkv, batch): combines the split softmax statistics, forms
+//              S[j] = sum_g exp(logit_gj - M_g) / den_g (host order: g ascending) for the windows
+//              of its block range, max-pools S and bc to blocks (Pq, Pe), forces sink/local/current.
+// select_kernel grid (Hkv, batch): top-k by radix select on order-preserving 32-bit keys
+//              (4 passes of 8 bits over a shared histogram) to find the k-th score, then one
+//              index-ordered pass with cub::BlockScan that takes every score above it and the
+//              lowest-index ties, which is exactly "score desc, index asc". Writing the chosen
+//              blocks at their scan position gives the ascending output for free.
+#pragma once
+
+#include <nosa/config.h>
+#include <nosa/detail/selection_math.h>
+#include <nosa/detail/selector_score.cuh>
+#include <nosa/params.h>
+
+#include <cub/block/block_scan.cuh>
+#include <cuda_runtime.h>
+
+NOSA_NAMESPACE_BEGIN
+namespace detail {
+
+constexpr int kPoolThreads = 256;
+constexpr int kSelectThreads = 512;
+
+template <class T, class KS, int G, bool NeedPe>
+__global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+  extern __shared__ float pool_smem[];
+  float* sM = pool_smem;         // [G]
+  float* sDen = pool_smem + G;   // [G]
+  float* sS = pool_smem + 2 * G; // [pool_window_cap]
+  const int split = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+  const int H = p.st.num_kv_heads;
+  int slot, len;
+  if (!entry_length(p, i, &slot, &len)) return;
+  const int B = p.block_size, c = p.st.window, s = p.st.stride;
+  const int nc = num_compressed(len, c, s);
+  const int nb = num_blocks(len, B);
+  const int cur = nb - 1;
+  const int bps = (nb + p.pool_splits - 1) / p.pool_splits;
+  const int m0 = split * bps;
+  const int m1 = min(nb, m0 + bps);
+  if (m0 >= m1) return;
+  const size_t ih = static_cast<size_t>(i) * H + h;
+  {
+    // combine the split statistics with every thread (a serial loop over splits is all latency):
+    // thread t takes query head t % G and splits t / G, t / G + lanes, ...
+    __shared__ float2 red[kPoolThreads];
+    constexpr int lanes = kPoolThreads / G;
+    const int t = threadIdx.x, g = t % G, k0 = t / G;
+    float2 acc = make_float2(-INFINITY, 0.f);
+    if (k0 < lanes) {
+      const float2* st = p.stats + ih * p.splits * G + g;
+      for (int sp = k0; sp < p.splits; sp += lanes) acc = softmax_combine(acc, st[static_cast<size_t>(sp) * G]);
+    }
+    red[t] = acc;
+    __syncthreads();
+    if (t < G) {
+      float2 a = red[t];
+      for (int k = 1; k < lanes; ++k) a = softmax_combine(a, red[k * G + t]);
+      sM[t] = a.x;
+      sDen[t] = a.y;
+    }
+    __syncthreads();
+  }
+  const WindowRange lo = windows_overlapping_block(m0, B, c, s, nc);
+  const WindowRange hi = windows_overlapping_block(m1 - 1, B, c, s, nc);
+  const int jw0 = lo.first, jw1 = hi.last;
+  const float* logits = p.logits + ih * G * p.ld;
+  for (int j = jw0 + threadIdx.x; j <= jw1; j += blockDim.x) {
+    float S = 0.f;
+#pragma unroll 4
+    for (int g = 0; g < G; ++g)
+      S = __fadd_rn(S, __fdiv_rn(expf(logits[static_cast<size_t>(g) * p.ld + j] - sM[g]), sDen[g]));
+    sS[j - jw0] = S;
+  }
+  __syncthreads();
+  const size_t sh = static_cast<size_t>(slot) * H + h;
+  const float* cb = p.st.cbias + sh * p.st.max_nc;
+  float* pq = p.pq + ih * p.max_nb;
+  float* pe = p.pe + ih * p.max_nb;
+  for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
+    float vq = -INFINITY, ve = -INFINITY;
+    if (is_forced_block(m, cur, p.sink, p.local)) {
+      vq = ve = INFINITY;
+    } else {
+      const WindowRange r = windows_overlapping_block(m, B, c, s, nc);
+      for (int j = r.first; j <= r.last; ++j) {
+        vq = fmaxf(vq, sS[j - jw0]);
+        if (NeedPe) ve = fmaxf(ve, cb[j]);
+      }
+    }
+    pq[m] = vq;
+    if (NeedPe) pe[m] = ve;
+  }
+}
+
+/// Order-preserving map float -> uint32 (larger float -> larger key); -0 is treated as +0, as
+/// the host's comparisons do.
+NOSA_DEVICE NOSA_FORCEINLINE unsigned order_key(float x) {
+  const unsigned u = __float_as_uint(x + 0.0f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+struct SelectShared {
+  unsigned hist[256];
+  unsigned prefix;
+  int k_rem;
+};
+
+/// The k-th largest order key among x[0..n) (1 <= k <= n) and how many elements equal to it
+/// belong to the top k (`need`, >= 1). Block-wide; every thread gets the result.
+NOSA_DEVICE inline void radix_select(const float* x, int n, int k, SelectShared& sh, unsigned* thr, int* need) {
+  unsigned prefix = 0, mask = 0;
+  int k_rem = k;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = 24 - 8 * pass;
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) sh.hist[b] = 0;
+    __syncthreads();
+    for (int m = threadIdx.x; m < n; m += blockDim.x) {
+      const unsigned key = order_key(x[m]);
+      if ((key & mask) == prefix) atomicAdd(&sh.hist[(key >> shift) & 255u], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      // lane l owns bins 255-8l down to 248-8l (descending), so lane order is descending keys
+      const int lane = threadIdx.x;
+      unsigned cnt[8], total = 0;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        cnt[e] = sh.hist[255 - 8 * lane - e];
+        total += cnt[e];
+      }
+      unsigned incl = total;
+#pragma unroll
+      for (int off = 1; off < 32; off <<= 1) {
+        const unsigned o = __shfl_up_sync(0xffffffffu, incl, off);
+        if (lane >= off) incl += o;
+      }
+      const unsigned excl = incl - total;
+      if (excl < static_cast<unsigned>(k_rem) && static_cast<unsigned>(k_rem) <= incl) {
+        unsigned before = excl;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          if (before + cnt[e] >= static_cast<unsigned>(k_rem)) {
+            sh.prefix = prefix | (static_cast<unsigned>(255 - 8 * lane - e) << shift);
+            sh.k_rem = k_rem - static_cast<int>(before);
+            break;
+          }
+          before += cnt[e];
+        }
+      }
+    }
+    __syncthreads();
+    prefix = sh.prefix;
+    k_rem = sh.k_rem;
+    mask |= 255u << shift;
+    __syncthreads();
+  }
+  *thr = prefix;
+  *need = k_rem;
+}
+
+/// One index-ordered pass over x[0..n): element m is in the top k iff its key is above thr, or
+/// equal to it and among the first `need` such elements. Calls on_selected(m, rank_in_index_order).
+template <class Scan, class F>
+NOSA_DEVICE inline void take_top(const float* x, int n, unsigned thr, int need, typename Scan::TempStorage& tmp,
+                                 F on_selected) {
+  int eq_carry = 0, sel_carry = 0;
+  for (int base = 0; base < n; base += blockDim.x) {
+    const int m = base + threadIdx.x;
+    const unsigned key = m < n ? order_key(x[m]) : 0u;
+    const int gt = (m < n && key > thr) ? 1 : 0;
+    const int eq = (m < n && key == thr) ? 1 : 0;
+    int eq_rank, eq_total;
+    Scan(tmp).ExclusiveSum(eq, eq_rank, eq_total);
+    __syncthreads();
+    const int sel = (gt || (eq && eq_carry + eq_rank < need)) ? 1 : 0;
+    int pos, sel_total;
+    Scan(tmp).ExclusiveSum(sel, pos, sel_total);
+    __syncthreads();
+    if (sel) on_selected(m, sel_carry + pos);
+    eq_carry += eq_total;
+    sel_carry += sel_total;
+  }
+}
+
+template <class T, class KS, SelectorKind Kind>
+__global__ void __launch_bounds__(kSelectThreads) select_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+  using Scan = cub::BlockScan<int, kSelectThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ SelectShared sh;
+  const int h = blockIdx.x, i = blockIdx.y;
+  const int H = p.st.num_kv_heads;
+  const size_t ih = static_cast<size_t>(i) * H + h;
+  int* out = p.block_ids + ih * p.block_stride;
+  int slot, len;
+  if (!entry_length(p, i, &slot, &len)) {
+    if (threadIdx.x == 0) {
+      p.counts[ih] = 0;
+      const int s0 = p.seq_slots[i], t0 = p.seq_lens[i];
+      if (s0 < 0 || s0 >= p.st.max_sequences) atomicOr(p.st.error, kSelErrSlot);
+      else if (t0 != 0) atomicOr(p.st.error, kSelErrLength);  // T == 0 is an idle entry
+    }
+    return;
+  }
+  const int nb = num_blocks(len, p.block_size);
+  if constexpr (Kind == SelectorKind::kDense) {
+    for (int m = threadIdx.x; m < nb; m += blockDim.x) out[m] = m;
+    if (threadIdx.x == 0) p.counts[ih] = nb;
+  } else {
+    float* pq = p.pq + ih * p.max_nb;
+    float* pe = p.pe + ih * p.max_nb;
+    if (p.select_smem) {
+      // 8 radix passes + 2 scans read the scores: keep them on chip when they fit
+      extern __shared__ float select_smem[];
+      float* sq = select_smem;
+      float* se = select_smem + p.max_nb;
+      for (int m = threadIdx.x; m < nb; m += blockDim.x) {
+        sq[m] = pq[m];
+        if constexpr (Kind == SelectorKind::kNosa) se[m] = pe[m];
+      }
+      __syncthreads();
+      pq = sq;
+      pe = se;
+    }
+    unsigned thr;
+    int need;
+    if constexpr (Kind == SelectorKind::kNosa) {
+      const int kq = min(p.query_aware, nb);
+      if (kq > 0) {
+        radix_select(pq, nb, kq, sh, &thr, &need);
+        take_top<Scan>(pq, nb, thr, need, scan_tmp, [&](int m, int) { pe[m] = INFINITY; });
+        __syncthreads();  // the +inf marks are read by other threads below
+      }
+    }
+    const float* rank_by = Kind == SelectorKind::kNosa ? pe : pq;
+    const int kb = min(p.budget, nb);
+    radix_select(rank_by, nb, kb, sh, &thr, &need);
+    take_top<Scan>(rank_by, nb, thr, need, scan_tmp, [&](int m, int pos) { out[pos] = m; });
+    if (threadIdx.x == 0) p.counts[ih] = kb;
+  }
+}
+
+}  // namespace detail
+NOSA_NAMESPACE_END

@@ -1,0 +1,428 @@
+// nosa: the GPU block selector (DESIGN.md section 2) for a batch of sequences and all KV heads.
+//
+// DeviceSelector<Geometry, Policy, T, KeyStore> keeps, per (sequence slot, KV head), the
+// compressed keys and compressed agnostic scores on the device, updated incrementally as tokens
+// are appended, and selects each step's blocks for a batch in four kernels on one stream:
+//   score (split-K over compressed keys) -> pool (softmax, window max-pooling, forced blocks)
+//   -> select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
+// The result equals host::select_blocks (up to fp32 near-ties in the stage-1 scores).
+//
+//   Geometry  nosa::Geometry<B, D, G, Layout> (layout does not matter here)
+//   Policy    NosaSelector, InfllmV2Selector or DenseSelector<...>
+//   T         bfloat16_t or float16_t: element type of q and of appended keys
+//   KeyStore  type the compressed keys are stored in: T (default; half the bytes, tensor-core
+//             scoring) or float
+//
+// Memory: everything lives in one caller-owned device buffer of workspace_bytes(config) bytes
+// (persistent state and per-step scratch). After create(), call initialize(stream) once.
+// Sequences are addressed by a dense slot 0..max_sequences-1; reset_sequence(slot) before a slot
+// is reused for a new sequence.
+//
+// Device-side checks: argument values that live in device memory (seq_slots, seq_lens, token
+// counts) cannot be checked before launch without a host sync. The kernels check them and on a
+// violation do nothing for that entry (count 0 for select) and set a sticky flag that
+// device_errors() reports (it synchronizes the stream: call it in tests or debug builds only).
+//
+// Graph capture: append_tokens and select launch fixed grids (from batch and the config), never
+// allocate and never synchronize; capture them once per batch size and replay.
+#pragma once
+
+#include <nosa/config.h>
+#include <nosa/detail/cuda_check.cuh>
+#include <nosa/detail/cuda_types.cuh>
+#include <nosa/detail/selection_math.h>
+#include <nosa/detail/selector_append.cuh>
+#include <nosa/detail/selector_score.cuh>
+#include <nosa/detail/selector_topk.cuh>
+#include <nosa/geometry.h>
+#include <nosa/params.h>
+#include <nosa/status.h>
+#include <nosa/types.h>
+#include <nosa/workspace.h>
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+NOSA_NAMESPACE_BEGIN
+
+/// Sizes of a DeviceSelector (runtime values; validated by DeviceSelector::validate).
+struct DeviceSelectorConfig {
+  int max_sequences = 1;          ///< sequence slots
+  int num_kv_heads = 1;           ///< Hkv of the layer
+  long long max_tokens = 0;       ///< capacity of one sequence, 1 .. kMaxSelectorTokens
+  int max_batch = 1;              ///< largest batch passed to select()
+  SelectionParams params;         ///< window, stride, sink, local, query_aware, budget
+};
+
+/// Longest sequence a DeviceSelector supports (tokens). Larger capacities are refused.
+inline constexpr long long kMaxSelectorTokens = 1LL << 22;  // 4M tokens
+
+/// Arguments of one select() call. All pointers are device memory.
+template <class T>
+struct SelectArgs {
+  int batch = 0;                 ///< entries, 1 .. max_batch
+  const int* seq_slots = nullptr;///< int32 [batch] slot of each entry
+  const int* seq_lens = nullptr; ///< int32 [batch] T (current token included); 0 = idle entry
+  int max_seq_len = 0;           ///< host-side upper bound of seq_lens (<= max_tokens)
+  const T* q = nullptr;          ///< [batch][Hkv*G][D] post-RoPE queries, 16-byte aligned
+  int* block_ids = nullptr;      ///< int32 [batch][Hkv][block_stride]: ascending block ids
+  int block_stride = 0;          ///< >= min(budget, max blocks) (sparse) or max blocks (dense)
+  int* counts = nullptr;         ///< int32 [batch][Hkv]: min(budget, nb) (sparse), nb (dense)
+};
+
+template <class Geo, class Policy, class T, class KeyStore = T>
+class DeviceSelector {
+  static_assert(geometry_check_v<Geo>);
+  static_assert(std::is_same_v<T, bfloat16_t> || std::is_same_v<T, float16_t>,
+                "nosa: DeviceSelector element type T must be bfloat16_t or float16_t");
+  static_assert(std::is_same_v<KeyStore, T> || std::is_same_v<KeyStore, float>,
+                "nosa: DeviceSelector KeyStore must be T or float");
+
+ public:
+  static constexpr int kBlockSize = Geo::block_size;
+  static constexpr int kHeadDim = Geo::head_dim;
+  static constexpr int kGroupSize = Geo::group_size;
+  static constexpr SelectorKind kKind = Policy::kind;
+  using Config = DeviceSelectorConfig;
+  using State = detail::SelectorStateView<T, KeyStore>;
+
+  /// Checks a configuration; the message names the bad field.
+  static Status validate(const Config& cfg) {
+    if (cfg.max_sequences <= 0)
+      return invalid_argument("DeviceSelectorConfig::max_sequences = " + std::to_string(cfg.max_sequences) + ": must be >= 1");
+    if (cfg.num_kv_heads <= 0)
+      return invalid_argument("DeviceSelectorConfig::num_kv_heads = " + std::to_string(cfg.num_kv_heads) + ": must be >= 1");
+    if (cfg.max_batch <= 0)
+      return invalid_argument("DeviceSelectorConfig::max_batch = " + std::to_string(cfg.max_batch) + ": must be >= 1");
+    if (cfg.max_tokens <= 0)
+      return invalid_argument("DeviceSelectorConfig::max_tokens = " + std::to_string(cfg.max_tokens) + ": must be >= 1");
+    if (cfg.max_tokens > kMaxSelectorTokens)
+      return capacity_exceeded("DeviceSelectorConfig::max_tokens = " + std::to_string(cfg.max_tokens) +
+                               " exceeds the supported maximum of " + std::to_string(kMaxSelectorTokens) + " tokens");
+    return cfg.params.validate(kBlockSize);
+  }
+
+  /// Device bytes the caller must provide for this configuration (0 and an error if invalid).
+  static Status workspace_bytes(const Config& cfg, std::size_t* bytes) {
+    if (bytes == nullptr) return invalid_argument("workspace_bytes: bytes is null");
+    *bytes = 0;
+    NOSA_RETURN_IF_ERROR(validate(cfg));
+    *bytes = layout(cfg).ws.total_bytes();
+    return {};
+  }
+
+  DeviceSelector() = default;
+
+  /// Binds a workspace (device memory, 256-byte aligned, >= workspace_bytes). No launch.
+  static Status create(const Config& cfg, void* workspace, std::size_t bytes, DeviceSelector* out) {
+    if (out == nullptr) return invalid_argument("create: out is null");
+    NOSA_RETURN_IF_ERROR(validate(cfg));
+    const Layout l = layout(cfg);
+    NOSA_RETURN_IF_ERROR(l.ws.check(workspace, bytes, "workspace"));
+    DeviceSelector s;
+    s.cfg_ = cfg;
+    s.dims_ = l.dims;
+    s.st_.counts = l.ws.template at<int>(workspace, l.counts);
+    s.st_.error = l.ws.template at<unsigned>(workspace, l.error);
+    s.st_.ring_k = l.ws.template at<T>(workspace, l.ring_k);
+    s.st_.ring_b = l.ws.template at<float>(workspace, l.ring_b);
+    s.st_.keys = l.ws.template at<KeyStore>(workspace, l.keys);
+    s.st_.cbias = l.ws.template at<float>(workspace, l.cbias);
+    s.st_.max_sequences = cfg.max_sequences;
+    s.st_.num_kv_heads = cfg.num_kv_heads;
+    s.st_.max_nc = l.dims.max_nc;
+    s.st_.max_tokens = cfg.max_tokens;
+    s.st_.window = cfg.params.window;
+    s.st_.stride = cfg.params.stride;
+    s.logits_ = l.ws.template at<float>(workspace, l.logits);
+    s.stats_ = l.ws.template at<float2>(workspace, l.stats);
+    s.pq_ = l.ws.template at<float>(workspace, l.pq);
+    s.pe_ = l.ws.template at<float>(workspace, l.pe);
+    // resident scoring CTAs on the current device (host query, once): sizes the split-K
+    int device = 0, sms = 0, per_sm = 0;
+    NOSA_CUDA_TRY(cudaGetDevice(&device));
+    NOSA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if constexpr (kKind != SelectorKind::kDense) {
+      if constexpr (sizeof(KeyStore) == 2)
+        NOSA_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm, detail::score_mma_kernel<T, KeyStore, kHeadDim, kGroupSize>, detail::kScoreThreads, 0));
+      else
+        NOSA_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm, detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize>, detail::kScoreThreads, 0));
+    }
+    s.resident_ctas_ = std::max(1, sms * std::max(per_sm, 1));
+    *out = s;
+    return {};
+  }
+
+  /// Zeroes every slot's token count and the error flag. Call once after create().
+  Status initialize(cudaStream_t stream) {
+    NOSA_RETURN_IF_ERROR(check_created());
+    NOSA_CUDA_TRY(cudaMemsetAsync(st_.counts, 0, sizeof(int) * cfg_.max_sequences, stream));
+    NOSA_CUDA_TRY(cudaMemsetAsync(st_.error, 0, sizeof(unsigned), stream));
+    return {};
+  }
+
+  /// Forgets the tokens of one slot (a new sequence joins there).
+  Status reset_sequence(int slot, cudaStream_t stream) {
+    NOSA_RETURN_IF_ERROR(check_created());
+    NOSA_RETURN_IF_ERROR(check_slot(slot, "reset_sequence: slot"));
+    NOSA_CUDA_TRY(cudaMemsetAsync(st_.counts + slot, 0, sizeof(int), stream));
+    return {};
+  }
+
+  /// Decode append: one new token per entry.
+  ///   seq_slots int32 [batch] (distinct slots), k [batch][Hkv][D] T (post-RoPE keys),
+  ///   bias fp32 [batch][Hkv] (agnostic scores b_t; may be any values for InfLLM-V2/dense).
+  /// A slot already at max_tokens is skipped and flags kCapacityExceeded (device_errors()).
+  Status append_tokens(int batch, const int* seq_slots, const T* k, const float* bias, cudaStream_t stream) {
+    NOSA_RETURN_IF_ERROR(check_created());
+    if (batch <= 0) return invalid_argument("append_tokens: batch = " + std::to_string(batch) + ": must be >= 1");
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(seq_slots, "append_tokens: seq_slots", alignof(int)));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(k, "append_tokens: k", sizeof(T)));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(bias, "append_tokens: bias", alignof(float)));
+    detail::append_tokens_kernel<T, KeyStore, kHeadDim><<<batch, 256, 0, stream>>>(st_, seq_slots, k, bias);
+    NOSA_CUDA_TRY_LAUNCH("append_tokens_kernel");
+    return {};
+  }
+
+  /// Prompt append: num_tokens tokens of one sequence (chunked prefill works too).
+  ///   k [num_tokens][Hkv][D] T (token-major NHD), bias fp32 [num_tokens][Hkv].
+  /// Returns kCapacityExceeded before any launch when num_tokens > max_tokens; a prompt that
+  /// would pass max_tokens given the device-side length is skipped whole and flagged.
+  Status append_prompt(int slot, long long num_tokens, const T* k, const float* bias, cudaStream_t stream) {
+    NOSA_RETURN_IF_ERROR(check_created());
+    NOSA_RETURN_IF_ERROR(check_slot(slot, "append_prompt: slot"));
+    if (num_tokens < 0)
+      return invalid_argument("append_prompt: num_tokens = " + std::to_string(num_tokens) + " is negative");
+    if (num_tokens > cfg_.max_tokens)
+      return capacity_exceeded("append_prompt: num_tokens = " + std::to_string(num_tokens) +
+                               " exceeds max_tokens = " + std::to_string(cfg_.max_tokens));
+    if (num_tokens == 0) return {};
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(k, "append_prompt: k", sizeof(T)));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(bias, "append_prompt: bias", alignof(float)));
+    const int c = cfg_.params.window, s = cfg_.params.stride;
+    const long long windows = num_tokens / s + 2;  // windows ending in any n consecutive tokens
+    const int threads = (kHeadDim + 1 + 31) / 32 * 32;
+    const dim3 g1(static_cast<unsigned>(windows), cfg_.num_kv_heads);
+    detail::append_prompt_windows_kernel<T, KeyStore, kHeadDim><<<g1, threads, 0, stream>>>(st_, slot, num_tokens, k, bias);
+    NOSA_CUDA_TRY_LAUNCH("append_prompt_windows_kernel");
+    const dim3 g2(static_cast<unsigned>(std::min<long long>(num_tokens, c)), cfg_.num_kv_heads);
+    detail::append_prompt_ring_kernel<T, KeyStore, kHeadDim><<<g2, threads, 0, stream>>>(st_, slot, num_tokens, k, bias);
+    NOSA_CUDA_TRY_LAUNCH("append_prompt_ring_kernel");
+    detail::append_prompt_count_kernel<T, KeyStore><<<1, 1, 0, stream>>>(st_, slot, num_tokens);
+    NOSA_CUDA_TRY_LAUNCH("append_prompt_count_kernel");
+    return {};
+  }
+
+  /// Selects the blocks of every (entry, KV head) of a batch; see SelectArgs for shapes.
+  Status select(const SelectArgs<T>& a, cudaStream_t stream) {
+    NOSA_RETURN_IF_ERROR(check_created());
+    NOSA_RETURN_IF_ERROR(check_select(a));
+    detail::SelectParams<T, KeyStore> p = params_for(a);
+    if constexpr (kKind != SelectorKind::kDense) {
+      const dim3 grid_split(p.splits, cfg_.num_kv_heads, a.batch);
+      const dim3 grid_pool(dims_.pool_splits, cfg_.num_kv_heads, a.batch);
+      if constexpr (sizeof(KeyStore) == 2) {
+        detail::score_mma_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
+      } else {
+        detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
+      }
+      NOSA_CUDA_TRY_LAUNCH("score_kernel");
+      constexpr bool need_pe = kKind == SelectorKind::kNosa;
+      const std::size_t smem = sizeof(float) * (2 * kGroupSize + dims_.pool_window_cap);
+      auto pool = detail::pool_kernel<T, KeyStore, kGroupSize, need_pe>;
+      if (smem > 48 * 1024) NOSA_CUDA_TRY(cudaFuncSetAttribute(pool, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      pool<<<grid_pool, detail::kPoolThreads, smem, stream>>>(p);
+      NOSA_CUDA_TRY_LAUNCH("pool_kernel");
+    }
+    const dim3 grid_sel(cfg_.num_kv_heads, a.batch);
+    auto sel = detail::select_kernel<T, KeyStore, kKind>;
+    std::size_t sel_smem = 0;
+    if (p.select_smem) {
+      sel_smem = sizeof(float) * 2 * static_cast<std::size_t>(dims_.max_nb);
+      if (sel_smem > 48 * 1024)
+        NOSA_CUDA_TRY(cudaFuncSetAttribute(sel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sel_smem)));
+    }
+    sel<<<grid_sel, detail::kSelectThreads, sel_smem, stream>>>(p);
+    NOSA_CUDA_TRY_LAUNCH("select_kernel");
+    return {};
+  }
+
+  /// Launches only the stage-1 scoring kernel (benchmarks measure the compressed-key scan).
+  Status score_only(const SelectArgs<T>& a, cudaStream_t stream) {
+    NOSA_RETURN_IF_ERROR(check_created());
+    NOSA_RETURN_IF_ERROR(check_select(a));
+    if constexpr (kKind != SelectorKind::kDense) {
+      detail::SelectParams<T, KeyStore> p = params_for(a);
+      const dim3 grid_split(p.splits, cfg_.num_kv_heads, a.batch);
+      if constexpr (sizeof(KeyStore) == 2)
+        detail::score_mma_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
+      else
+        detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
+      NOSA_CUDA_TRY_LAUNCH("score_kernel");
+    }
+    return {};
+  }
+
+  /// Synchronizes `stream` and reports (then clears) the sticky device-side error flags.
+  Status device_errors(cudaStream_t stream) {
+    NOSA_RETURN_IF_ERROR(check_created());
+    unsigned flags = 0;
+    NOSA_CUDA_TRY(cudaMemcpyAsync(&flags, st_.error, sizeof(unsigned), cudaMemcpyDeviceToHost, stream));
+    NOSA_CUDA_TRY(cudaStreamSynchronize(stream));
+    if (flags == 0) return {};
+    NOSA_CUDA_TRY(cudaMemsetAsync(st_.error, 0, sizeof(unsigned), stream));
+    if (flags & detail::kSelErrSlot)
+      return invalid_argument("a seq_slots entry is outside [0, max_sequences = " + std::to_string(cfg_.max_sequences) + ")");
+    if (flags & detail::kSelErrCapacity)
+      return capacity_exceeded("an append would pass max_tokens = " + std::to_string(cfg_.max_tokens) +
+                               " (the append was skipped)");
+    return invalid_argument("a seq_lens entry is negative, above max_seq_len or above the tokens appended to its slot "
+                            "(its count was set to 0)");
+  }
+
+  const Config& config() const { return cfg_; }
+  /// Largest number of blocks of one sequence: ceil(max_tokens / B).
+  int max_blocks() const { return dims_.max_nb; }
+  /// Largest number of compressed keys of one sequence.
+  int max_compressed() const { return dims_.max_nc; }
+  /// Device state (pointers into the workspace) for tests and diagnostics:
+  /// keys of (slot, h) at keys + ((slot*Hkv + h)*max_nc + j)*D, scores at cbias + (slot*Hkv + h)*max_nc + j.
+  const State& state() const { return st_; }
+  /// Split-K parts the scoring kernel uses for a batch of `batch` entries.
+  int splits_for(int batch) const { return choose_splits(batch); }
+
+ private:
+  struct Dims {
+    int max_nc = 0, max_nb = 0, max_splits = 1, pool_splits = 1, ld = 0, pool_window_cap = 0;
+  };
+  struct Layout {
+    WorkspaceLayout ws;
+    Dims dims;
+    int counts, error, ring_k, ring_b, keys, cbias, logits, stats, pq, pe;
+  };
+
+  // Pooling: ~256 compressed keys' worth of blocks per CTA. Scoring: split-K chosen per call
+  // (choose_splits) with at least kMinKeysPerSplit keys per CTA.
+  static constexpr int kKeysPerSplit = 256;
+  static constexpr int kMinKeysPerSplit = 64;
+
+  static Layout layout(const Config& cfg) {
+    Layout l;
+    const SelectionParams& sp = cfg.params;
+    Dims& d = l.dims;
+    d.max_nc = detail::num_compressed(cfg.max_tokens, sp.window, sp.stride);
+    d.max_nb = detail::num_blocks(cfg.max_tokens, kBlockSize);
+    d.pool_splits = std::max(1, std::min(1024, (d.max_nc + kKeysPerSplit - 1) / kKeysPerSplit));
+    d.max_splits = std::max(1, std::min(4096, (d.max_nc + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
+    d.ld = (std::max(d.max_nc, 1) + 3) / 4 * 4;
+    const int bps = (d.max_nb + d.pool_splits - 1) / d.pool_splits;
+    d.pool_window_cap = static_cast<int>((static_cast<long long>(bps) * kBlockSize + sp.window) / sp.stride + 2);
+    const std::size_t seq_heads = static_cast<std::size_t>(cfg.max_sequences) * cfg.num_kv_heads;
+    const std::size_t batch_heads = static_cast<std::size_t>(cfg.max_batch) * cfg.num_kv_heads;
+    const bool sparse = kKind != SelectorKind::kDense;
+    l.counts = l.ws.add(sizeof(int) * cfg.max_sequences);
+    l.error = l.ws.add(sizeof(unsigned));
+    l.ring_k = l.ws.add(sizeof(T) * seq_heads * sp.window * kHeadDim);
+    l.ring_b = l.ws.add(sizeof(float) * seq_heads * sp.window);
+    l.keys = l.ws.add(sizeof(KeyStore) * seq_heads * d.max_nc * kHeadDim);
+    l.cbias = l.ws.add(sizeof(float) * seq_heads * d.max_nc);
+    l.logits = l.ws.add(sparse ? sizeof(float) * batch_heads * kGroupSize * d.ld : 0);
+    l.stats = l.ws.add(sparse ? sizeof(float2) * batch_heads * d.max_splits * kGroupSize : 0);
+    l.pq = l.ws.add(sparse ? sizeof(float) * batch_heads * d.max_nb : 0);
+    l.pe = l.ws.add(sparse ? sizeof(float) * batch_heads * d.max_nb : 0);
+    return l;
+  }
+
+  /// Split-K for `batch` entries: minimizes (waves of resident CTAs) x (keys per CTA), so the
+  /// scan neither starves the GPU at batch 1 nor leaves a nearly empty last wave.
+  int choose_splits(int batch) const {
+    const long long pairs = static_cast<long long>(batch) * cfg_.num_kv_heads;
+    const long long resident = std::max(1, resident_ctas_);
+    int best = 1;
+    long long best_cost = -1;
+    for (int s = 1; s <= dims_.max_splits; ++s) {
+      const long long waves = (pairs * s + resident - 1) / resident;
+      const long long per = (dims_.max_nc + s - 1) / s;
+      const long long cost = waves * (((per + 31) / 32) * 32 + 16);  // +16: fixed cost of a CTA
+      if (best_cost < 0 || cost < best_cost) best = s, best_cost = cost;
+    }
+    return best;
+  }
+
+  Status check_created() const {
+    if (st_.counts == nullptr) return invalid_argument("DeviceSelector used before create()");
+    return {};
+  }
+  Status check_slot(int slot, const char* name) const {
+    if (slot < 0 || slot >= cfg_.max_sequences)
+      return invalid_argument(std::string(name) + " = " + std::to_string(slot) + " is outside [0, max_sequences = " +
+                              std::to_string(cfg_.max_sequences) + ")");
+    return {};
+  }
+  Status check_select(const SelectArgs<T>& a) const {
+    if (a.batch <= 0 || a.batch > cfg_.max_batch)
+      return invalid_argument("select: batch = " + std::to_string(a.batch) + " is outside [1, max_batch = " +
+                              std::to_string(cfg_.max_batch) + "]");
+    if (a.max_seq_len < 0)
+      return invalid_argument("select: max_seq_len = " + std::to_string(a.max_seq_len) + " is negative");
+    if (a.max_seq_len > cfg_.max_tokens)
+      return capacity_exceeded("select: max_seq_len = " + std::to_string(a.max_seq_len) + " exceeds max_tokens = " +
+                               std::to_string(cfg_.max_tokens));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(a.seq_slots, "select: seq_slots", alignof(int)));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(a.seq_lens, "select: seq_lens", alignof(int)));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(a.q, "select: q", 16));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(a.block_ids, "select: block_ids", alignof(int)));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(a.counts, "select: counts", alignof(int)));
+    const int need = kKind == SelectorKind::kDense ? dims_.max_nb : std::min(cfg_.params.budget, dims_.max_nb);
+    if (a.block_stride < need)
+      return invalid_argument("select: block_stride = " + std::to_string(a.block_stride) + " is below " +
+                              std::to_string(need) + (kKind == SelectorKind::kDense ? " (max blocks)" : " (min(budget, max blocks))"));
+    return {};
+  }
+  detail::SelectParams<T, KeyStore> params_for(const SelectArgs<T>& a) const {
+    detail::SelectParams<T, KeyStore> p{};
+    p.st = st_;
+    p.seq_slots = a.seq_slots;
+    p.seq_lens = a.seq_lens;
+    p.q = a.q;
+    p.logits = logits_;
+    p.stats = stats_;
+    p.pq = pq_;
+    p.pe = pe_;
+    p.block_ids = a.block_ids;
+    p.counts = a.counts;
+    p.block_stride = a.block_stride;
+    p.ld = dims_.ld;
+    p.splits = choose_splits(a.batch);
+    p.pool_splits = dims_.pool_splits;
+    p.max_nb = dims_.max_nb;
+    p.max_seq_len = a.max_seq_len;
+    p.block_size = kBlockSize;
+    p.sink = cfg_.params.sink;
+    p.local = cfg_.params.local;
+    p.query_aware = cfg_.params.query_aware;
+    p.budget = cfg_.params.budget;
+    p.pool_window_cap = dims_.pool_window_cap;
+    // Pq and Pe on chip up to 16K blocks per sequence (128 KiB); above, they stay in global (L2)
+    p.select_smem = (kKind != SelectorKind::kDense && dims_.max_nb <= 16384) ? 1 : 0;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+    return p;
+  }
+
+  Config cfg_{};
+  Dims dims_{};
+  State st_{};
+  float* logits_ = nullptr;
+  float2* stats_ = nullptr;
+  float* pq_ = nullptr;
+  float* pe_ = nullptr;
+  int resident_ctas_ = 1;
+};
+
+NOSA_NAMESPACE_END
