@@ -16,8 +16,17 @@
 // failure.
 //
 // Flags: --steps N --batch N --layers N --min-context N --max-context N --rho R --group G
-//        --head-dim D --threads N --seed S --quiet
+//        --head-dim D --threads N --seed S --quiet --host
+//
+// Built with CUDA (NOSA_WITH_CUDA=1) and run where a GPU is present, it runs the GPU path instead
+// (gpu_path.cu: nosa::Decoder with the KV cache offloaded, checked against this host reference;
+// G 8, D 128, contexts 8K-32K unless --min-context/--max-context are given). --host forces the
+// host path.
 #include <nosa/host.h>
+
+#if defined(NOSA_WITH_CUDA) && NOSA_WITH_CUDA
+#include "gpu_path.h"
+#endif
 
 #include "../common/synthetic.h"
 
@@ -50,13 +59,15 @@ struct Options {
   int threads = 0;
   unsigned long long seed = 1;
   bool quiet = false;
+  bool host = false;            // --host: the host path even when a GPU is present
+  bool context_given = false;   // --min-context / --max-context given
 };
 
 [[noreturn]] void usage(const char* argv0, const char* bad) {
   std::fprintf(stderr,
                "%s%s%s"
                "usage: %s [--steps N] [--batch N] [--layers N] [--min-context N] [--max-context N]\n"
-               "          [--rho R] [--group G] [--head-dim D] [--threads N] [--seed S] [--quiet]\n",
+               "          [--rho R] [--group G] [--head-dim D] [--threads N] [--seed S] [--quiet] [--host]\n",
                bad ? "bad or unknown argument: " : "", bad ? bad : "", bad ? "\n" : "", argv0);
   std::exit(2);
 }
@@ -72,14 +83,15 @@ Options parse(int argc, char** argv) {
     if (a == "--steps") o.steps = std::atoi(value());
     else if (a == "--batch") o.batch = std::atoi(value());
     else if (a == "--layers") o.layers = std::atoi(value());
-    else if (a == "--min-context") o.min_context = std::atoll(value());
-    else if (a == "--max-context") o.max_context = std::atoll(value());
+    else if (a == "--min-context") o.min_context = std::atoll(value()), o.context_given = true;
+    else if (a == "--max-context") o.max_context = std::atoll(value()), o.context_given = true;
     else if (a == "--rho") o.rho = std::atof(value());
     else if (a == "--group") o.group = std::atoi(value());
     else if (a == "--head-dim") o.head_dim = std::atoi(value());
     else if (a == "--threads") o.threads = std::atoi(value());
     else if (a == "--seed") o.seed = std::strtoull(value(), nullptr, 10);
     else if (a == "--quiet") o.quiet = true;
+    else if (a == "--host") o.host = true;
     else if (a == "--help" || a == "-h") usage(argv[0], nullptr);
     else usage(argv[0], argv[i]);
   }
@@ -132,6 +144,20 @@ bool all_finite(const std::vector<Real>& v) {
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
+#if defined(NOSA_WITH_CUDA) && NOSA_WITH_CUDA
+  if (!opt.host && walkthrough_gpu::gpu_available()) {
+    walkthrough_gpu::GpuOptions g;
+    g.steps = opt.steps;
+    g.batch = opt.batch;
+    g.layers = opt.layers;
+    if (opt.context_given) g.min_context = opt.min_context, g.max_context = opt.max_context;
+    g.rho = opt.rho;
+    g.seed = opt.seed;
+    g.quiet = opt.quiet;
+    return walkthrough_gpu::run_gpu_path(g);
+  }
+  if (!opt.host) std::printf("(built with CUDA, but no GPU is present: running the host path)\n");
+#endif
   const auto t_start = std::chrono::steady_clock::now();
 
   // ---- Model geometry and selection parameters (the NOSA release defaults). ----

@@ -291,7 +291,6 @@ class Decoder {
     if (ids == nullptr) return invalid_argument("begin_step: ids is null");
     // The previous step's upload must have read the staging buffer before it is rewritten.
     if (uploaded_) NOSA_CUDA_TRY(cudaEventSynchronize(events_[2]));
-    int max_len = 0;
     for (int b = 0; b < batch; ++b) {
       auto it = slot_of_.find(ids[b]);
       if (it == slot_of_.end())
@@ -304,7 +303,6 @@ class Decoder {
                                  " tokens, above DecodeConfig::max_tokens = " + std::to_string(cfg_.max_tokens));
       staging_[b] = it->second;
       staging_[cfg_.max_batch + b] = static_cast<int>(new_len);
-      max_len = std::max<int>(max_len, static_cast<int>(new_len));
     }
     for (int b = 0; b < batch; ++b) NOSA_RETURN_IF_ERROR(pool_->reserve(staging_[b], staging_[cfg_.max_batch + b]));
     NOSA_RETURN_IF_ERROR(residency_->sync_page_table(stream));
@@ -315,7 +313,6 @@ class Decoder {
     uploaded_ = true;
     staged_ = true;
     batch_ = batch;
-    max_len_ = max_len;
     return {};
   }
 
@@ -511,7 +508,6 @@ class Decoder {
   bool staged_ = false;
   bool uploaded_ = false;
   int batch_ = 0;
-  int max_len_ = 0;
   int prefill_slot_ = -1;
   long long prefill_tokens_ = 0;
 };
