@@ -18,6 +18,7 @@
 #include <nosa/decode_step.cuh>
 #include <nosa/host.h>
 
+#include "../common/cuda_util.cuh"
 #include "../common/synthetic.h"
 
 #include <cuda_bf16.h>
@@ -41,31 +42,8 @@ using T = nosa::bfloat16_t;
 using Geo = nosa::Geometry<kB, kD, kG, nosa::HeadLayout::kNHD>;
 using Real = float;  // host reference accumulation
 
-#define WT_CUDA(expr)                                                                                  \
-  do {                                                                                                 \
-    cudaError_t e_ = (expr);                                                                           \
-    if (e_ != cudaSuccess) throw std::runtime_error(std::string(#expr) + ": " + cudaGetErrorString(e_)); \
-  } while (0)
-#define WT_OK(expr)                                                                                    \
-  do {                                                                                                 \
-    nosa::Status s_ = (expr);                                                                          \
-    if (!s_.ok()) throw std::runtime_error(std::string(#expr) + ": " + s_.to_string());                \
-  } while (0)
 
-template <class U>
-struct DevBuf {
-  U* p = nullptr;
-  std::size_t n = 0;
-  explicit DevBuf(std::size_t count) : n(count) {
-    WT_CUDA(cudaMalloc(reinterpret_cast<void**>(&p), std::max<std::size_t>(count, 1) * sizeof(U)));
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { cudaFree(p); }
-  void upload(const U* src, std::size_t count, cudaStream_t s) {
-    WT_CUDA(cudaMemcpyAsync(p, src, count * sizeof(U), cudaMemcpyHostToDevice, s));
-  }
-};
+using nosa_examples::DevBuf;
 
 /// q[r][:] = q_in[r][:] + W o_prev[r][:] (o_prev may be null): one CTA of D threads per row.
 __global__ void mix_kernel(__nv_bfloat16* q, const __nv_bfloat16* q_in, const __nv_bfloat16* o_prev, const float* W) {
@@ -126,10 +104,10 @@ struct Lane {
   Lane(const char* n, const nosa::DecodeConfig& cfg, int b, const std::vector<float>& w)
       : name(n), L(cfg.num_layers), batch(b), q_in(static_cast<std::size_t>(L) * b * kHq * kD), q(q_in.n), k(static_cast<std::size_t>(L) * b * kHkv * kD),
         v(k.n), o(q_in.n), bias(static_cast<std::size_t>(L) * b * kHkv), lse(static_cast<std::size_t>(L) * b * kHq), W(w.size()) {
-    WT_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    WT_CUDA(cudaEventCreate(&e0));
-    WT_CUDA(cudaEventCreate(&e1));
-    WT_OK(Dec::sizes(cfg, &sizes));
+    NOSA_EX_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    NOSA_EX_CUDA(cudaEventCreate(&e0));
+    NOSA_EX_CUDA(cudaEventCreate(&e1));
+    NOSA_EX_OK(Dec::sizes(cfg, &sizes));
     ws = std::make_unique<DevBuf<char>>(sizes.device_bytes);
     pool = std::make_unique<nosa::PinnedHostMemory>(sizes.pool_bytes);
     dec.emplace(cfg, ws->p, sizes.device_bytes, pool->host(), pool->device(), sizes.pool_bytes, stream);
@@ -153,37 +131,37 @@ struct Lane {
     v.upload(in.v.data(), in.v.size(), stream);
     bias.upload(in.bias.data(), in.bias.size(), stream);
     const int mb = dec->max_blocks();
-    WT_CUDA(cudaEventRecord(e0, stream));
-    WT_OK(dec->begin_step(ids.data(), batch, stream));
+    NOSA_EX_CUDA(cudaEventRecord(e0, stream));
+    NOSA_EX_OK(dec->begin_step(ids.data(), batch, stream));
     for (int l = 0; l < L; ++l) {
       mix_kernel<<<batch * kHq, kD, 0, stream>>>(nosa::detail::as_cuda(q.p + qoff(l)), nosa::detail::as_cuda(q_in.p + qoff(l)),
                                                  l > 0 ? nosa::detail::as_cuda(o.p + qoff(l - 1)) : nullptr,
                                                  W.p + static_cast<std::size_t>(l) * kD * kD);
-      WT_CUDA(cudaGetLastError());
-      WT_OK(dec->layer_step(l, q.p + qoff(l), k.p + kvoff(l), v.p + kvoff(l), bias.p + static_cast<std::size_t>(l) * batch * kHkv,
+      NOSA_EX_CUDA(cudaGetLastError());
+      NOSA_EX_OK(dec->layer_step(l, q.p + qoff(l), k.p + kvoff(l), v.p + kvoff(l), bias.p + static_cast<std::size_t>(l) * batch * kHkv,
                             o.p + qoff(l), lse.p + static_cast<std::size_t>(l) * batch * kHq, stream));
       if (readback) {
         const std::size_t rows = static_cast<std::size_t>(batch) * kHkv;
-        WT_CUDA(cudaMemcpyAsync(sel->data() + l * rows * mb, dec->block_ids(), rows * mb * sizeof(int), cudaMemcpyDeviceToHost, stream));
-        WT_CUDA(cudaMemcpyAsync(counts->data() + l * rows, dec->counts(), rows * sizeof(int), cudaMemcpyDeviceToHost, stream));
-        WT_CUDA(cudaStreamSynchronize(stream));
+        NOSA_EX_CUDA(cudaMemcpyAsync(sel->data() + l * rows * mb, dec->block_ids(), rows * mb * sizeof(int), cudaMemcpyDeviceToHost, stream));
+        NOSA_EX_CUDA(cudaMemcpyAsync(counts->data() + l * rows, dec->counts(), rows * sizeof(int), cudaMemcpyDeviceToHost, stream));
+        NOSA_EX_CUDA(cudaStreamSynchronize(stream));
       }
     }
-    WT_OK(dec->end_step());
-    WT_CUDA(cudaEventRecord(e1, stream));
-    WT_CUDA(cudaEventSynchronize(e1));
+    NOSA_EX_OK(dec->end_step());
+    NOSA_EX_CUDA(cudaEventRecord(e1, stream));
+    NOSA_EX_CUDA(cudaEventSynchronize(e1));
     if (!readback) {
       float ms = 0;
-      WT_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      NOSA_EX_CUDA(cudaEventElapsedTime(&ms, e0, e1));
       timed_ms += ms;
       ++timed_steps;
     } else {
-      WT_CUDA(cudaMemcpy(q_fed->data(), q.p, q_fed->size() * sizeof(T), cudaMemcpyDeviceToHost));
-      WT_CUDA(cudaMemcpy(o_out->data(), o.p, o_out->size() * sizeof(T), cudaMemcpyDeviceToHost));
-      WT_CUDA(cudaMemcpy(lse_out->data(), lse.p, lse_out->size() * sizeof(float), cudaMemcpyDeviceToHost));
+      NOSA_EX_CUDA(cudaMemcpy(q_fed->data(), q.p, q_fed->size() * sizeof(T), cudaMemcpyDeviceToHost));
+      NOSA_EX_CUDA(cudaMemcpy(o_out->data(), o.p, o_out->size() * sizeof(T), cudaMemcpyDeviceToHost));
+      NOSA_EX_CUDA(cudaMemcpy(lse_out->data(), lse.p, lse_out->size() * sizeof(float), cudaMemcpyDeviceToHost));
     }
     nosa::ResidencyCounters c;
-    WT_OK(dec->residency().read_counters(&c, stream));
+    NOSA_EX_OK(dec->residency().read_counters(&c, stream));
     if (c.errors != 0) throw std::runtime_error(std::string(name) + ": residency error bits " + std::to_string(c.errors));
     moved_per_step.push_back(c.step_blocks_moved);
     moved_total += c.step_blocks_moved;
@@ -204,7 +182,7 @@ void check_step(Lane<Policy>& lane, int step, const std::vector<nosa::host::KVCa
     const T* ql = q_fed.data() + lane.qoff(l);
     std::vector<Real> o_ref(static_cast<std::size_t>(batch) * kHq * kD), lse_ref(static_cast<std::size_t>(batch) * kHq);
     std::vector<std::vector<int>> sel_ref;
-    WT_OK(nosa::host::decode_step(ref[l], ids, ql, o_ref.data(), lse_ref.data(), options, &sel_ref));
+    NOSA_EX_OK(nosa::host::decode_step(ref[l], ids, ql, o_ref.data(), lse_ref.data(), options, &sel_ref));
     for (int b = 0; b < batch; ++b)
       for (int h = 0; h < kHkv; ++h) {
         ++cs.heads;
@@ -260,7 +238,7 @@ bool gpu_available() {
 int run_gpu_path(const GpuOptions& opt) {
   try {
     cudaDeviceProp prop;
-    WT_CUDA(cudaGetDeviceProperties(&prop, 0));
+    NOSA_EX_CUDA(cudaGetDeviceProperties(&prop, 0));
     const int L = opt.layers, batch = opt.batch;
     const nosa::SelectionParams params;  // the NOSA release defaults
     std::printf("nosa %d.%d.%d decode walkthrough on the GPU (%s): nosa::Decoder, KV cache in pinned host memory "
@@ -326,31 +304,31 @@ int run_gpu_path(const GpuOptions& opt) {
         const long long n = lens[b];
         std::printf(" %lld", n);
         std::fflush(stdout);
-        WT_OK(nosa_lane.dec->add_sequence(ids[b], nosa_lane.stream));
-        WT_OK(infllm_lane.dec->add_sequence(ids[b], infllm_lane.stream));
-        WT_OK(nosa_lane.dec->begin_prefill(ids[b], n));
-        WT_OK(infllm_lane.dec->begin_prefill(ids[b], n));
+        NOSA_EX_OK(nosa_lane.dec->add_sequence(ids[b], nosa_lane.stream));
+        NOSA_EX_OK(infllm_lane.dec->add_sequence(ids[b], infllm_lane.stream));
+        NOSA_EX_OK(nosa_lane.dec->begin_prefill(ids[b], n));
+        NOSA_EX_OK(infllm_lane.dec->begin_prefill(ids[b], n));
         for (int l = 0; l < L; ++l) {
           trace.tokens(ids[b], l, 0, n, k.data(), v.data(), bias.data());
-          WT_OK(ref[l].add_sequence(ids[b]));
-          WT_OK(ref[l].append(ids[b], n, k.data(), v.data(), bias.data()));
-          WT_CUDA(cudaMemcpy(dk.p, k.data(), n * kHkv * kD * sizeof(T), cudaMemcpyHostToDevice));
-          WT_CUDA(cudaMemcpy(dv.p, v.data(), n * kHkv * kD * sizeof(T), cudaMemcpyHostToDevice));
-          WT_CUDA(cudaMemcpy(db.p, bias.data(), n * kHkv * sizeof(float), cudaMemcpyHostToDevice));
-          WT_OK(nosa_lane.dec->prefill_layer(ids[b], l, dk.p, dv.p, db.p, nosa_lane.stream));
-          WT_OK(infllm_lane.dec->prefill_layer(ids[b], l, dk.p, dv.p, db.p, infllm_lane.stream));
-          WT_CUDA(cudaStreamSynchronize(nosa_lane.stream));  // dk/dv/db are reused by the next layer
-          WT_CUDA(cudaStreamSynchronize(infllm_lane.stream));
+          NOSA_EX_OK(ref[l].add_sequence(ids[b]));
+          NOSA_EX_OK(ref[l].append(ids[b], n, k.data(), v.data(), bias.data()));
+          NOSA_EX_CUDA(cudaMemcpy(dk.p, k.data(), n * kHkv * kD * sizeof(T), cudaMemcpyHostToDevice));
+          NOSA_EX_CUDA(cudaMemcpy(dv.p, v.data(), n * kHkv * kD * sizeof(T), cudaMemcpyHostToDevice));
+          NOSA_EX_CUDA(cudaMemcpy(db.p, bias.data(), n * kHkv * sizeof(float), cudaMemcpyHostToDevice));
+          NOSA_EX_OK(nosa_lane.dec->prefill_layer(ids[b], l, dk.p, dv.p, db.p, nosa_lane.stream));
+          NOSA_EX_OK(infllm_lane.dec->prefill_layer(ids[b], l, dk.p, dv.p, db.p, infllm_lane.stream));
+          NOSA_EX_CUDA(cudaStreamSynchronize(nosa_lane.stream));  // dk/dv/db are reused by the next layer
+          NOSA_EX_CUDA(cudaStreamSynchronize(infllm_lane.stream));
         }
-        WT_OK(nosa_lane.dec->end_prefill(ids[b]));
-        WT_OK(infllm_lane.dec->end_prefill(ids[b]));
+        NOSA_EX_OK(nosa_lane.dec->end_prefill(ids[b]));
+        NOSA_EX_OK(infllm_lane.dec->end_prefill(ids[b]));
       }
       std::printf(" tokens\n");
     }
     // The prompt's slot loads are not decode traffic.
     nosa::ResidencyCounters c0;
-    WT_OK(nosa_lane.dec->residency().read_counters(&c0, nosa_lane.stream));
-    WT_OK(infllm_lane.dec->residency().read_counters(&c0, infllm_lane.stream));
+    NOSA_EX_OK(nosa_lane.dec->residency().read_counters(&c0, nosa_lane.stream));
+    NOSA_EX_OK(infllm_lane.dec->residency().read_counters(&c0, infllm_lane.stream));
 
     // ---- Decode steps. ----
     HostInputs in;
@@ -374,7 +352,7 @@ int run_gpu_path(const GpuOptions& opt) {
           const std::size_t bo = (static_cast<std::size_t>(l) * batch + b) * kHkv;
           trace.queries(ids[b], l, in.q.data() + qo);
           trace.tokens(ids[b], l, T0, 1, in.k.data() + ko, in.v.data() + ko, in.bias.data() + bo);
-          WT_OK(ref[l].append(ids[b], 1, in.k.data() + ko, in.v.data() + ko, in.bias.data() + bo));
+          NOSA_EX_OK(ref[l].append(ids[b], 1, in.k.data() + ko, in.v.data() + ko, in.bias.data() + bo));
         }
       }
       const double t_n0 = nosa_lane.timed_ms, t_i0 = infllm_lane.timed_ms;

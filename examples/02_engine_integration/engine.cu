@@ -11,6 +11,8 @@
 
 #include <nosa/decode_step.cuh>
 
+#include "../common/cuda_util.cuh"
+
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -36,28 +38,8 @@ using T = nosa::bfloat16_t;
 using Geo = nosa::Geometry<kB, kD, kG, nosa::HeadLayout::kNHD>;
 using Decoder = nosa::Decoder<T, Geo, nosa::NosaSelector, nosa::ZeroCopyGather>;
 
-#define EN_CUDA(expr)                                                                                  \
-  do {                                                                                                 \
-    cudaError_t e_ = (expr);                                                                           \
-    if (e_ != cudaSuccess) throw std::runtime_error(std::string(#expr) + ": " + cudaGetErrorString(e_)); \
-  } while (0)
-#define EN_OK(expr)                                                                                    \
-  do {                                                                                                 \
-    nosa::Status s_ = (expr);                                                                          \
-    if (!s_.ok()) throw std::runtime_error(std::string(#expr) + ": " + s_.to_string());                \
-  } while (0)
 
-template <class U>
-struct DevBuf {
-  U* p = nullptr;
-  std::size_t n = 0;
-  explicit DevBuf(std::size_t count) : n(count) {
-    EN_CUDA(cudaMalloc(reinterpret_cast<void**>(&p), std::max<std::size_t>(count, 1) * sizeof(U)));
-  }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() { cudaFree(p); }
-};
+using nosa_examples::DevBuf;
 
 __host__ __device__ inline unsigned long long mix64(unsigned long long z) {
   z += 0x9E3779B97F4A7C15ull;
@@ -138,9 +120,9 @@ class Engine {
         q_(kMaxRunning * kHq * kD), k_(kMaxRunning * kHkv * kD), v_(k_.n),
         bias_(kMaxRunning * kHkv), o_(static_cast<std::size_t>(kLayers) * kMaxRunning * kHq * kD),
         lse_(static_cast<std::size_t>(kLayers) * kMaxRunning * kHq), req_(kMaxRunning), pos_(kMaxRunning) {
-    EN_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    EN_CUDA(cudaMemcpy(Wp_.p, w_proj.data(), w_proj.size() * sizeof(float), cudaMemcpyHostToDevice));
-    EN_CUDA(cudaMemcpy(Wo_.p, w_out.data(), w_out.size() * sizeof(float), cudaMemcpyHostToDevice));
+    NOSA_EX_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    NOSA_EX_CUDA(cudaMemcpy(Wp_.p, w_proj.data(), w_proj.size() * sizeof(float), cudaMemcpyHostToDevice));
+    NOSA_EX_CUDA(cudaMemcpy(Wo_.p, w_out.data(), w_out.size() * sizeof(float), cudaMemcpyHostToDevice));
     // 1. Memory: the engine asks nosa what it needs and allocates it (it could carve it from its
     //    own memory pool instead).
     nosa::DecodeConfig c;
@@ -152,7 +134,7 @@ class Engine {
     c.pool_blocks = pool_blocks;
     c.attention_splits = 4;  // fixed: no dependence on the device for bit-exact comparisons
     nosa::DecodeSizes sizes;
-    EN_OK(Decoder::sizes(c, &sizes));
+    NOSA_EX_OK(Decoder::sizes(c, &sizes));
     workspace_ = std::make_unique<DevBuf<char>>(sizes.device_bytes);
     pool_ = std::make_unique<nosa::PinnedHostMemory>(sizes.pool_bytes);
     dec_.emplace(c, workspace_->p, sizes.device_bytes, pool_->host(), pool_->device(), sizes.pool_bytes, stream_);
@@ -176,10 +158,10 @@ class Engine {
   bool try_admit(const Request& r) {
     if (static_cast<int>(running_.size()) >= kMaxRunning) return false;
     // 2. A request joins: nosa gets its prompt's K/V/bias layer by layer.
-    EN_OK(dec_->add_sequence(r.id, stream_));
+    NOSA_EX_OK(dec_->add_sequence(r.id, stream_));
     nosa::Status st = dec_->begin_prefill(r.id, r.prompt);
     if (!st.ok()) {  // e.g. pool full: nothing changed, the request waits
-      EN_OK(dec_->drop_sequence(r.id, stream_));
+      NOSA_EX_OK(dec_->drop_sequence(r.id, stream_));
       return false;
     }
     DevBuf<float> xp(static_cast<std::size_t>(r.prompt) * kModel);
@@ -191,11 +173,11 @@ class Engine {
       project_kernel<<<dim3((kProj + 127) / 128, static_cast<unsigned>(r.prompt)), 128, 0, stream_>>>(
           xp.p, Wp_.p + static_cast<std::size_t>(l) * kProj * kModel, nullptr, nosa::detail::as_cuda(k.p),
           nosa::detail::as_cuda(v.p), b.p, static_cast<int>(r.prompt));
-      EN_CUDA(cudaGetLastError());
-      EN_OK(dec_->prefill_layer(r.id, l, k.p, v.p, b.p, stream_));
+      NOSA_EX_CUDA(cudaGetLastError());
+      NOSA_EX_OK(dec_->prefill_layer(r.id, l, k.p, v.p, b.p, stream_));
     }
-    EN_OK(dec_->end_prefill(r.id));
-    EN_CUDA(cudaStreamSynchronize(stream_));  // the temporaries are freed next
+    NOSA_EX_OK(dec_->end_prefill(r.id));
+    NOSA_EX_CUDA(cudaStreamSynchronize(stream_));  // the temporaries are freed next
     // Its first decode input: the last prompt token's embedding.
     const int row = static_cast<int>(running_.size());
     embed_kernel<<<(kModel + 255) / 256, 256, 0, stream_>>>(x_.p + static_cast<std::size_t>(row) * kModel, r.id,
@@ -215,33 +197,33 @@ class Engine {
       pos.push_back(r.prompt + r.generated);
     }
     // 3. Every step: host bookkeeping, then the layer loop (device work only), then commit.
-    EN_OK(dec_->begin_step(ids.data(), batch, stream_));
+    NOSA_EX_OK(dec_->begin_step(ids.data(), batch, stream_));
     if (graphs_) {
       auto it = graph_.find(batch);
       if (it == graph_.end()) {  // capture once per batch size
         cudaGraph_t g;
-        EN_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        NOSA_EX_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
         layers(batch);
-        EN_CUDA(cudaStreamEndCapture(stream_, &g));
+        NOSA_EX_CUDA(cudaStreamEndCapture(stream_, &g));
         cudaGraphExec_t exec;
-        EN_CUDA(cudaGraphInstantiate(&exec, g, 0));
-        EN_CUDA(cudaGraphDestroy(g));
+        NOSA_EX_CUDA(cudaGraphInstantiate(&exec, g, 0));
+        NOSA_EX_CUDA(cudaGraphDestroy(g));
         it = graph_.emplace(batch, exec).first;
       }
-      EN_CUDA(cudaGraphLaunch(it->second, stream_));
+      NOSA_EX_CUDA(cudaGraphLaunch(it->second, stream_));
     } else {
       layers(batch);
     }
-    EN_OK(dec_->end_step());
+    NOSA_EX_OK(dec_->end_step());
     std::vector<T> o(static_cast<std::size_t>(batch) * kHq * kD);
-    EN_CUDA(cudaMemcpyAsync(o.data(), o_.p + static_cast<std::size_t>(kLayers - 1) * kMaxRunning * kHq * kD,
+    NOSA_EX_CUDA(cudaMemcpyAsync(o.data(), o_.p + static_cast<std::size_t>(kLayers - 1) * kMaxRunning * kHq * kD,
                             o.size() * sizeof(T), cudaMemcpyDeviceToHost, stream_));
     // The engine "samples" the next token and builds its input (outside the graph).
     for (auto& p : pos) ++p;
-    EN_CUDA(cudaMemcpyAsync(req_.p, req.data(), sizeof(long long) * batch, cudaMemcpyHostToDevice, stream_));
-    EN_CUDA(cudaMemcpyAsync(pos_.p, pos.data(), sizeof(long long) * batch, cudaMemcpyHostToDevice, stream_));
+    NOSA_EX_CUDA(cudaMemcpyAsync(req_.p, req.data(), sizeof(long long) * batch, cudaMemcpyHostToDevice, stream_));
+    NOSA_EX_CUDA(cudaMemcpyAsync(pos_.p, pos.data(), sizeof(long long) * batch, cudaMemcpyHostToDevice, stream_));
     next_token_kernel<<<batch, 128, 0, stream_>>>(x_.p, req_.p, pos_.p);
-    EN_CUDA(cudaStreamSynchronize(stream_));
+    NOSA_EX_CUDA(cudaStreamSynchronize(stream_));
     for (Request& r : running_) ++r.generated;
     return o;
   }
@@ -253,12 +235,12 @@ class Engine {
     int row = 0;
     for (std::size_t i = 0; i < running_.size(); ++i) {
       if (running_[i].generated >= running_[i].to_generate) {
-        EN_OK(dec_->drop_sequence(running_[i].id, stream_));
+        NOSA_EX_OK(dec_->drop_sequence(running_[i].id, stream_));
         done.push_back(running_[i].id);
         continue;
       }
       if (row != static_cast<int>(i))  // row < i: the rows do not overlap
-        EN_CUDA(cudaMemcpyAsync(x_.p + static_cast<std::size_t>(row) * kModel, x_.p + i * kModel, kModel * sizeof(float),
+        NOSA_EX_CUDA(cudaMemcpyAsync(x_.p + static_cast<std::size_t>(row) * kModel, x_.p + i * kModel, kModel * sizeof(float),
                                 cudaMemcpyDeviceToDevice, stream_));
       keep.push_back(running_[i]);
       ++row;
@@ -276,11 +258,11 @@ class Engine {
       project_kernel<<<dim3((kProj + 127) / 128, batch), 128, 0, stream_>>>(
           x_.p, Wp_.p + static_cast<std::size_t>(l) * kProj * kModel, nosa::detail::as_cuda(q_.p), nosa::detail::as_cuda(k_.p),
           nosa::detail::as_cuda(v_.p), bias_.p, batch);
-      EN_CUDA(cudaGetLastError());
-      EN_OK(dec_->layer_step(l, q_.p, k_.p, v_.p, bias_.p, o, lse, stream_));
+      NOSA_EX_CUDA(cudaGetLastError());
+      NOSA_EX_OK(dec_->layer_step(l, q_.p, k_.p, v_.p, bias_.p, o, lse, stream_));
       residual_kernel<<<dim3((kModel + 127) / 128, batch), 128, 0, stream_>>>(x_.p, nosa::detail::as_cuda(o),
                                                                              Wo_.p + static_cast<std::size_t>(l) * kModel * kHq * kD);
-      EN_CUDA(cudaGetLastError());
+      NOSA_EX_CUDA(cudaGetLastError());
     }
   }
 
@@ -310,7 +292,7 @@ bool gpu_available() {
 int run(bool verbose, double prompt_scale) {
   try {
     cudaDeviceProp prop;
-    EN_CUDA(cudaGetDeviceProperties(&prop, 0));
+    NOSA_EX_CUDA(cudaGetDeviceProperties(&prop, 0));
     std::printf("02_engine_integration on %s: toy engine, %d layers, hidden %d, Hkv %d, G %d, D %d, bf16, NOSA "
                 "selection, KV cache in pinned host memory\n", prop.name, kLayers, kModel, kHkv, kG, kD);
     // The model's weights (the engine's): W [L][kProj][kModel] ~ N(0, 1/kModel), Wo [L][kModel][Hq*D].
@@ -358,8 +340,8 @@ int run(bool verbose, double prompt_scale) {
       }
     }
     nosa::ResidencyCounters ca, cb;
-    EN_OK(eager.decoder().residency().read_counters(&ca, eager.stream()));
-    EN_OK(graphed.decoder().residency().read_counters(&cb, graphed.stream()));
+    NOSA_EX_OK(eager.decoder().residency().read_counters(&ca, eager.stream()));
+    NOSA_EX_OK(graphed.decoder().residency().read_counters(&cb, graphed.stream()));
     std::printf("  %d steps, %d joins, %d leaves; CUDA graphs captured (one per batch size seen): %d\n", step, joins,
                 leaves, graphed.graphs_captured());
     std::printf("  blocks moved: eager %lld, graphs %lld (of %lld / %lld needed); residency error bits %u / %u\n",
