@@ -139,27 +139,35 @@ DecodeStepReport run(const DecodeStepScenario& sc) {
 
   std::vector<nosa::SequenceId> active;
   nosa::SequenceId next_id = 100;
+  std::uniform_int_distribution<int> chunk_len(1, 700);
   auto join = [&](int n) -> nosa::Status {
     const nosa::SequenceId id = next_id++;
     NOSA_RETURN_IF_ERROR(dec->add_sequence(id, stream));
-    nosa::Status st = dec->begin_prefill(id, n);
-    if (!st.ok()) {
-      NOSA_RETURN_IF_ERROR(dec->drop_sequence(id, stream));
-      return st;
+    for (int l = 0; l < L; ++l) NOSA_RETURN_IF_ERROR(ref[l].add_sequence(id));
+    // The prompt arrives whole or, with chunked_prefill, in random pieces: each piece is one
+    // begin_prefill / prefill_layer x L / end_prefill and must give the same state as one pass.
+    for (int first = 0; first < n;) {
+      const int c = sc.chunked_prefill ? std::min(n - first, chunk_len(rng)) : n;
+      nosa::Status st = dec->begin_prefill(id, c);
+      if (!st.ok()) {
+        NOSA_RETURN_IF_ERROR(dec->drop_sequence(id, stream));
+        for (auto& r : ref) NOSA_RETURN_IF_ERROR(r.remove_sequence(id));
+        return st;
+      }
+      for (int l = 0; l < L; ++l) {
+        auto k = rnd(static_cast<std::size_t>(c) * kHkv * kD, 1.f), v = rnd(static_cast<std::size_t>(c) * kHkv * kD, 1.f);
+        auto b = rnd_bias(static_cast<std::size_t>(c) * kHkv);
+        if (cudaMemcpyAsync(d_k.p, k.data(), k.size() * sizeof(T), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
+            cudaMemcpyAsync(d_v.p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
+            cudaMemcpyAsync(d_bias.p, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice, stream) != cudaSuccess)
+          return nosa::Status(nosa::StatusCode::kCudaError, "prompt upload");
+        NOSA_RETURN_IF_ERROR(dec->prefill_layer(id, l, d_k.p, d_v.p, d_bias.p, stream));
+        if (cudaStreamSynchronize(stream) != cudaSuccess) return nosa::Status(nosa::StatusCode::kCudaError, "sync");
+        NOSA_RETURN_IF_ERROR(ref[l].append(id, c, k.data(), v.data(), b.data()));
+      }
+      NOSA_RETURN_IF_ERROR(dec->end_prefill(id));
+      first += c;
     }
-    for (int l = 0; l < L; ++l) {
-      auto k = rnd(static_cast<std::size_t>(n) * kHkv * kD, 1.f), v = rnd(static_cast<std::size_t>(n) * kHkv * kD, 1.f);
-      auto b = rnd_bias(static_cast<std::size_t>(n) * kHkv);
-      if (cudaMemcpyAsync(d_k.p, k.data(), k.size() * sizeof(T), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
-          cudaMemcpyAsync(d_v.p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, stream) != cudaSuccess ||
-          cudaMemcpyAsync(d_bias.p, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice, stream) != cudaSuccess)
-        return nosa::Status(nosa::StatusCode::kCudaError, "prompt upload");
-      NOSA_RETURN_IF_ERROR(dec->prefill_layer(id, l, d_k.p, d_v.p, d_bias.p, stream));
-      if (cudaStreamSynchronize(stream) != cudaSuccess) return nosa::Status(nosa::StatusCode::kCudaError, "sync");
-      NOSA_RETURN_IF_ERROR(ref[l].add_sequence(id));
-      NOSA_RETURN_IF_ERROR(ref[l].append(id, n, k.data(), v.data(), b.data()));
-    }
-    NOSA_RETURN_IF_ERROR(dec->end_prefill(id));
     active.push_back(id);
     ++rep.joins;
     return {};

@@ -19,6 +19,7 @@ struct DecodeStepScenario {
   int extra_slots = 4;        ///< slots per head beyond the budget
   bool join_leave = true;     ///< sequences leave and join between steps
   bool tight_pool = false;    ///< a pool so small that a step must fail with capacity_exceeded
+  bool chunked_prefill = false;  ///< prompts ingested in random chunks (begin/prefill_layer/end per chunk)
   unsigned seed = 1;
 };
 

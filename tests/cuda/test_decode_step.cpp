@@ -110,3 +110,12 @@ TEST_CASE("decode step: bad input is refused with the argument named") {
   for (const auto& f : failed) MESSAGE(f);
   CHECK(failed.empty());
 }
+
+TEST_CASE("decode step: prompts ingested chunk by chunk decode like the host reference") {
+  NOSA_REQUIRE_GPU();
+  DecodeStepScenario s;
+  s.chunked_prefill = true;
+  s.steps = 18;
+  s.seed = 9;
+  check(s);
+}
