@@ -250,6 +250,7 @@ class Decoder {
     NOSA_RETURN_IF_ERROR(pool_->reserve(it->second, new_len));
     prefill_slot_ = it->second;
     prefill_tokens_ = n;
+    layer_done_.assign(cfg_.num_layers, 0);
     return {};
   }
 
@@ -260,6 +261,12 @@ class Decoder {
     if (prefill_slot_ < 0 || it == slot_of_.end() || it->second != prefill_slot_)
       return invalid_argument("prefill_layer: sequence " + std::to_string(id) + " has no begin_prefill in progress");
     NOSA_RETURN_IF_ERROR(check_layer(layer, "prefill_layer"));
+    if (layer_done_[layer])  // a second append would duplicate the prompt in the compressed state
+      return invalid_argument("prefill_layer: layer " + std::to_string(layer) + " already has this prompt chunk");
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(k, "prefill_layer: k", 16));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(v, "prefill_layer: v", 16));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(bias, "prefill_layer: bias", 4));
+    layer_done_[layer] = 1;  // from here on device state changes: never append this chunk twice
     NOSA_RETURN_IF_ERROR(residency_->sync_page_table(stream));
     NOSA_RETURN_IF_ERROR(residency_->append_prompt(layer, prefill_slot_, lengths_[prefill_slot_], prefill_tokens_, k, v,
                                                    bias, stream));
@@ -273,6 +280,8 @@ class Decoder {
     auto it = slot_of_.find(id);
     if (prefill_slot_ < 0 || it == slot_of_.end() || it->second != prefill_slot_)
       return invalid_argument("end_prefill: sequence " + std::to_string(id) + " has no begin_prefill in progress");
+    for (int l = 0; l < cfg_.num_layers; ++l)
+      if (!layer_done_[l]) return invalid_argument("end_prefill: prefill_layer was not called for layer " + std::to_string(l));
     lengths_[prefill_slot_] += prefill_tokens_;
     prefill_slot_ = -1;
     prefill_tokens_ = 0;
@@ -312,6 +321,7 @@ class Decoder {
     NOSA_CUDA_TRY(cudaEventRecord(events_[2], stream));
     uploaded_ = true;
     staged_ = true;
+    layer_done_.assign(cfg_.num_layers, 0);
     batch_ = batch;
     return {};
   }
@@ -321,9 +331,15 @@ class Decoder {
                     cudaStream_t stream) {
     if (!staged_) return invalid_argument("layer_step: no begin_step in progress");
     NOSA_RETURN_IF_ERROR(check_layer(layer, "layer_step"));
+    if (layer_done_[layer])  // the new token would be appended twice
+      return invalid_argument("layer_step: layer " + std::to_string(layer) + " already ran in this step");
     NOSA_RETURN_IF_ERROR(detail::check_pointer(q, "layer_step: q", 16));
     NOSA_RETURN_IF_ERROR(detail::check_pointer(o, "layer_step: o", 16));
     NOSA_RETURN_IF_ERROR(detail::check_pointer(lse, "layer_step: lse", 4));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(k, "layer_step: k", 16));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(v, "layer_step: v", 16));
+    NOSA_RETURN_IF_ERROR(detail::check_pointer(bias, "layer_step: bias", 4));
+    layer_done_[layer] = 1;  // from here on device state changes: never run this layer twice
     NOSA_RETURN_IF_ERROR(residency_->append_decode(layer, batch_, d_slots_, d_lens_, k, v, bias, stream));
     Sel& sel = selectors_[layer];
     if constexpr (kKind != SelectorKind::kDense) NOSA_RETURN_IF_ERROR(sel.append_tokens(batch_, d_slots_, k, bias, stream));
@@ -508,6 +524,7 @@ class Decoder {
   bool staged_ = false;
   bool uploaded_ = false;
   int batch_ = 0;
+  std::vector<char> layer_done_;  // layers that ran in the current step / prefill chunk
   int prefill_slot_ = -1;
   long long prefill_tokens_ = 0;
 };
