@@ -14,11 +14,12 @@
 //   2. the selector produces block_ids/counts (shared conventions).
 //   3. make_resident: a diff kernel (one CTA per (sequence, head)) finds the selected blocks (plus
 //      the tail block) already in a slot, gives the missing ones the victim slots (free first,
-//      then least recently needed: see nosa/host/residency_model.h), writes slot_ids and a
-//      transfer list; the policy then moves only the listed blocks.
+//      then least recently needed: see nosa/host/residency_model.h) and writes slot_ids. Only the
+//      missing blocks move: ZeroCopyGather / DeviceResident copy them in the same kernel (each CTA
+//      its own group's blocks, right after its diff); CopyEngine gets a transfer list instead.
 //   4. attention reads k/v/bias_slots through slot_ids.
 // Graph capture: with ZeroCopyGather and DeviceResident, append_decode and make_resident are
-// fixed-shape kernels plus one memset, no host sync, no allocation. Page allocation is host-side
+// one fixed-shape kernel each (for a given batch), no host sync, no allocation. Page allocation is host-side
 // bookkeeping (reserve): call reserve(seq, T + lookahead) outside the captured region, e.g. one
 // block ahead, so that a graph replayed for the next B steps never needs a new page.
 // Device-side bad input (lengths, block ids, a block without a page) cannot be reported by a
@@ -340,7 +341,6 @@ class Residency {
     NOSA_RETURN_IF_ERROR(detail::check_pointer(slot_ids, "make_resident: slot_ids", 4));
     if (Policy::kind == TransferKind::kCopyEngine && (stream == nullptr || stream == cudaStreamLegacy))
       return invalid_argument("make_resident<CopyEngine>: stream must be a created stream (cudaMemcpyBatchAsync)");
-    NOSA_CUDA_TRY(cudaMemsetAsync(&counters_->items, 0, sizeof(int), stream));
     detail::DiffParams dp{};
     dp.seq_slots = seq_slots;
     dp.seq_lens = seq_lens;
@@ -358,23 +358,22 @@ class Residency {
     dp.items = items_;
     dp.counters = counters_;
     const std::size_t smem = detail::diff_smem_bytes(cfg_.slots_per_head, max_blocks);
-    detail::residency_diff_kernel<<<batch * pc_.num_kv_heads, 256, smem, stream>>>(dp);
-    NOSA_CUDA_TRY_LAUNCH(residency_diff_kernel);
+    const int grid = batch * pc_.num_kv_heads;
     if constexpr (Policy::kind == TransferKind::kCopyEngine) {
+      NOSA_CUDA_TRY(cudaMemsetAsync(&counters_->items, 0, sizeof(int), stream));
+      detail::residency_diff_kernel<CudaT, B, D, HostLayout, false><<<grid, detail::kDiffThreads, smem, stream>>>(dp);
+      NOSA_CUDA_TRY_LAUNCH(residency_diff_kernel);
       return copy_engine_transfer(layer, stream);
     } else {
+      // One kernel: each (sequence, head) CTA copies its own missing blocks right after its diff.
       const SlotCacheView<T> s = slots(layer);
-      detail::GatherParams<CudaT, B, D, HostLayout> gp{};
-      gp.items = items_;
-      gp.counters = counters_;
-      gp.pool = pool_->device_base();
-      gp.page_stride = pool_->page_stride();
-      gp.num_heads = pc_.num_kv_heads;
-      gp.k_slots = detail::as_cuda(s.k);
-      gp.v_slots = detail::as_cuda(s.v);
-      gp.bias_slots = s.bias;
-      detail::residency_gather_kernel<CudaT, B, D, HostLayout><<<Policy::max_ctas, 512, 0, stream>>>(gp);
-      NOSA_CUDA_TRY_LAUNCH(residency_gather_kernel);
+      dp.pool = pool_->device_base();
+      dp.page_stride = pool_->page_stride();
+      dp.k_slots = s.k;
+      dp.v_slots = s.v;
+      dp.bias_slots = s.bias;
+      detail::residency_diff_kernel<CudaT, B, D, HostLayout, true><<<grid, detail::kDiffThreads, smem, stream>>>(dp);
+      NOSA_CUDA_TRY_LAUNCH(residency_diff_kernel);
       return {};
     }
   }

@@ -46,7 +46,11 @@ NOSA_DEVICE NOSA_FORCEINLINE unsigned long long victim_key(int block, int stamp,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Diff: one CTA per (batch entry, KV head).
+// Diff: one CTA per (batch entry, KV head). It finds the needed blocks already in a slot, gives the
+// missing ones the victim slots, and then either (kCopy) copies its own missing blocks from the
+// pool into their slots (ZeroCopyGather, DeviceResident: no transfer list, no second launch, the
+// copy of one group starts as soon as its own diff is done) or (!kCopy) appends them to the
+// global transfer list (CopyEngine: the host needs the list).
 struct DiffParams {
   const int* seq_slots;  // [batch]
   const int* seq_lens;   // [batch]
@@ -61,16 +65,26 @@ struct DiffParams {
   int max_blocks_per_sequence;
   SlotState state;
   const int* page_table;  // this layer's [max_sequences][max_blocks_per_sequence]
-  int4* items;            // {global dst slot, page, head, 0}
+  int4* items;            // !kCopy: {global dst slot, page, head, 0}
   ResidencyDeviceCounters* counters;
+  // kCopy: the pool (pinned host through its mapped alias, or device memory) and the slot cache
+  const char* pool;
+  std::size_t page_stride;
+  void* k_slots;      // [num_slots][B][D]
+  void* v_slots;      // [num_slots][B][D]
+  float* bias_slots;  // [num_slots][B]
 };
+
+/// Threads of one diff CTA: the copy of a group's missing blocks runs on them, so more threads
+/// means more 16-byte loads in flight per CTA (the grid is batch * Hkv CTAs, however small).
+constexpr int kDiffThreads = 512;
 
 inline std::size_t diff_smem_bytes(int slots_per_head, int max_blocks) {
   return (4 * static_cast<std::size_t>(slots_per_head) + 3 * static_cast<std::size_t>(max_blocks + 1)) * sizeof(int);
 }
 
-template <int kUnused = 0>
-__global__ void __launch_bounds__(256) residency_diff_kernel(const __grid_constant__ DiffParams p) {
+template <class T, int B, int D, HeadLayout L, bool kCopy>
+__global__ void __launch_bounds__(kDiffThreads) residency_diff_kernel(const __grid_constant__ DiffParams p) {
   extern __shared__ int sm[];
   const int S = p.slots_per_head, M1 = p.max_blocks + 1, H = p.num_heads;
   int* res = sm;
@@ -80,60 +94,62 @@ __global__ void __launch_bounds__(256) residency_diff_kernel(const __grid_consta
   int* need = vic + S;
   int* slot_of = need + M1;
   int* mrank = slot_of + M1;
-  __shared__ int s_n, s_tail_in, s_nmiss, s_nkept, s_base;
-  __shared__ unsigned s_err;
+  // kCopy: the missing block of rank r goes to global slot cdst[r] (-1: none) from page cpage[r].
+  // keep is dead after phase 3; vic[r] is read only by the thread that writes cpage[r].
+  int* cdst = keep;
+  int* cpage = vic;
+  __shared__ int s_nmiss, s_nkept, s_base;
 
   const int b = blockIdx.x / H, h = blockIdx.x % H;
   const int tid = threadIdx.x, nt = blockDim.x;
   const int seq = p.seq_slots[b];
-  const int T = p.seq_lens[b];
+  const int len = p.seq_lens[b];
   const int count = p.counts[b * H + h];
   const int* sel = p.block_ids + (static_cast<std::size_t>(b) * H + h) * p.max_blocks;
   int* out = p.slot_ids + (static_cast<std::size_t>(b) * H + h) * p.max_blocks;
 
   unsigned bad = 0;
   if (seq < 0 || seq >= p.max_sequences) bad = kResErrSequence;
-  else if (T < 1 || static_cast<long long>(T) > static_cast<long long>(p.max_blocks_per_sequence) * p.block_size) bad = kResErrLength;
+  else if (len < 1 || static_cast<long long>(len) > static_cast<long long>(p.max_blocks_per_sequence) * p.block_size) bad = kResErrLength;
   else if (count < 0 || count > p.max_blocks) bad = kResErrBlockId;
   if (bad) {
     for (int i = tid; i < p.max_blocks; i += nt) out[i] = -1;
     if (tid == 0) atomicOr(&p.counters->errors, bad);
     return;
   }
-  const int nb = (T + p.block_size - 1) / p.block_size;
+  const int nb = (len + p.block_size - 1) / p.block_size;
   const int tail = nb - 1;
   const int group = seq * H + h;
   const int base = group * S;
   const int* table = p.page_table + static_cast<std::size_t>(seq) * p.max_blocks_per_sequence;
   const int clock = p.state.clock[group];
 
+  // Phase 1: slot state and the needed list (the selection, then the tail when not selected;
+  // need[count] = tail is only counted when the tail is not in the selection).
   for (int s = tid; s < S; s += nt) {
     res[s] = p.state.block[base + s];
     stp[s] = p.state.stamp[base + s];
     keep[s] = 0;
   }
-  if (tid == 0) {
-    s_tail_in = 0;
-    s_err = 0;
-  }
-  __syncthreads();
+  int my_tail = 0, my_badid = 0;
   for (int i = tid; i < count; i += nt) {
     int blk = sel[i];
     if (blk < 0 || blk >= nb) {
-      atomicOr(&s_err, static_cast<unsigned>(kResErrBlockId));
+      my_badid = 1;
       blk = -2;  // not needed: its slot id is -1
     }
-    if (blk == tail) s_tail_in = 1;
+    my_tail |= blk == tail;
     need[i] = blk;
   }
-  __syncthreads();
   if (tid == 0) {
-    int n = count;
-    if (!s_tail_in) need[n++] = tail;
-    s_n = n;
+    need[count] = tail;
+    s_nmiss = 0;
+    s_nkept = 0;
   }
-  __syncthreads();
-  const int n = s_n;
+  const bool tail_in = __syncthreads_or(my_tail) != 0;
+  const bool bad_id = __syncthreads_or(my_badid) != 0;
+  const int n = tail_in ? count : count + 1;
+  // Phase 2: hits.
   for (int i = tid; i < n; i += nt) {
     const int blk = need[i];
     int found = -1;
@@ -147,39 +163,41 @@ __global__ void __launch_bounds__(256) residency_diff_kernel(const __grid_consta
     if (found >= 0) keep[found] = 1;
   }
   __syncthreads();
-  // Rank of each missing block among the missing (needed order), and of each victim slot among
-  // the non-kept slots (victim order). Both O(n) per element: n and S are small (<= a few 100).
+  // Phase 3: rank of each missing block among the missing (needed order), and of each victim slot
+  // among the non-kept slots (victim order). Both O(n) per element: n and S are small.
+  int my_miss = 0, my_kept = 0;
   for (int i = tid; i < n; i += nt) {
     int r = -1;
     if (need[i] >= 0 && slot_of[i] < 0) {
       r = 0;
       for (int j = 0; j < i; ++j) r += (need[j] >= 0 && slot_of[j] < 0);
+      ++my_miss;
     }
     mrank[i] = r;
   }
   for (int s = tid; s < S; s += nt) {
-    if (keep[s]) continue;
+    if (keep[s]) {
+      ++my_kept;
+      continue;
+    }
     const unsigned long long ks = victim_key(res[s], stp[s], s);
     int r = 0;
     for (int s2 = 0; s2 < S; ++s2) r += (!keep[s2] && victim_key(res[s2], stp[s2], s2) < ks);
     vic[r] = s;
   }
+  if (my_miss) atomicAdd(&s_nmiss, my_miss);
+  if (my_kept) atomicAdd(&s_nkept, my_kept);
   __syncthreads();
-  if (tid == 0) {
-    int nmiss = 0, nkept = 0;
-    for (int i = 0; i < n; ++i) nmiss += mrank[i] >= 0;
-    for (int s = 0; s < S; ++s) nkept += keep[s];
-    const int nvict = S - nkept;
-    if (nmiss > nvict) {
-      s_err |= kResErrOverflow;
-      nmiss = nvict;
-    }
-    s_nmiss = nmiss;
-    s_nkept = nkept;
-    s_base = nmiss > 0 ? atomicAdd(&p.counters->items, nmiss) : 0;
+  int nmiss = s_nmiss;
+  const int nvict = S - s_nkept;
+  const bool overflow = nmiss > nvict;
+  if (overflow) nmiss = nvict;
+  if constexpr (!kCopy) {
+    if (tid == 0) s_base = nmiss > 0 ? atomicAdd(&p.counters->items, nmiss) : 0;
+    __syncthreads();
   }
-  __syncthreads();
-  const int nmiss = s_nmiss;
+  // Phase 4: missing block of rank r -> victim slot vic[r].
+  int my_nopage = 0;
   for (int i = tid; i < n; i += nt) {
     const int r = mrank[i];
     if (r < 0) continue;
@@ -190,17 +208,23 @@ __global__ void __launch_bounds__(256) residency_diff_kernel(const __grid_consta
     const int s = vic[r];
     const int page = table[need[i]];
     if (page < 0) {
-      atomicOr(&s_err, static_cast<unsigned>(kResErrPageMissing));
+      my_nopage = 1;
       res[s] = -1;
       slot_of[i] = -1;
-      p.items[s_base + r] = make_int4(-1, -1, h, 0);
+      if constexpr (kCopy) cdst[r] = -1;
+      else p.items[s_base + r] = make_int4(-1, -1, h, 0);
     } else {
       res[s] = need[i];
       slot_of[i] = s;
-      p.items[s_base + r] = make_int4(base + s, page, h, 0);
+      if constexpr (kCopy) {
+        cdst[r] = base + s;
+        cpage[r] = page;
+      } else {
+        p.items[s_base + r] = make_int4(base + s, page, h, 0);
+      }
     }
   }
-  __syncthreads();
+  const bool no_page = __syncthreads_or(my_nopage) != 0;
   for (int i = tid; i < n; i += nt)
     if (slot_of[i] >= 0) stp[slot_of[i]] = clock + 1;
   __syncthreads();
@@ -213,76 +237,94 @@ __global__ void __launch_bounds__(256) residency_diff_kernel(const __grid_consta
     p.state.clock[group] = clock + 1;
     atomicAdd(&p.counters->moved, static_cast<unsigned long long>(nmiss));
     atomicAdd(&p.counters->needed, static_cast<unsigned long long>(n));
-    if (s_err) atomicOr(&p.counters->errors, s_err);
+    const unsigned err = (bad_id ? kResErrBlockId : 0u) | (overflow ? kResErrOverflow : 0u) | (no_page ? kResErrPageMissing : 0u);
+    if (err) atomicOr(&p.counters->errors, err);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Gather: copies the blocks of the transfer list from the pool (pinned host through its mapped
-// alias, or device memory) into their slots. A fixed, bounded grid walks the list (its length is
-// read on the device, so the launch shape never changes).
-template <class T, int B, int D, HeadLayout L>
-struct GatherParams {
-  const int4* items;
-  const ResidencyDeviceCounters* counters;
-  const char* pool;
-  std::size_t page_stride;
-  int num_heads;
-  T* k_slots;         // [num_slots][B][D]
-  T* v_slots;         // [num_slots][B][D]
-  float* bias_slots;  // [num_slots][B]
-};
-
-template <class T, int B, int D, HeadLayout L>
-__global__ void __launch_bounds__(512) residency_gather_kernel(const __grid_constant__ GatherParams<T, B, D, L> p) {
-  using Fmt = PageFormat<T, B, D, L>;
-  constexpr int kEpv = 16 / sizeof(T);           // elements per 16-byte vector
-  constexpr int kVecRow = D / kEpv;              // vectors per token row of one head
-  constexpr int kVecMat = B * kVecRow;           // vectors of K (or V) of one head's block
-  constexpr int kUnitsItem = 2 * kVecMat + B / 4;  // + bias, 4 floats per unit
-  constexpr int kUnroll = 4;
-  static_assert(D % kEpv == 0 && B % 4 == 0, "rows must be whole 16-byte vectors");
-  const int H = p.num_heads;
-  const long long total = static_cast<long long>(p.counters->items) * kUnitsItem;
-  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-  const std::size_t kv_bytes = Fmt::kv_bytes(H);
-  for (long long base = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; base < total;
-       base += stride * kUnroll) {
-    uint4 val[kUnroll];
-    void* dst[kUnroll];
+  if constexpr (kCopy) {
+    // Phase 5: copy this group's nmiss blocks. One block-head (K, V: B x D each, bias: B floats)
+    // is kUnits 16-byte units; thread tid moves units tid + k * kDiffThreads (k < kPer) of every
+    // block, so its source offsets inside a page and destination offsets inside a slot are the
+    // same for every block: computed once per chunk of kChunk units. kItems blocks per pass keep
+    // kItems * kChunk (8 to 14) independent loads in flight per thread before the first store.
+    using Fmt = PageFormat<T, B, D, L>;
+    constexpr int kEpv = 16 / sizeof(T);          // elements per 16-byte vector
+    constexpr int kVecRow = D / kEpv;             // vectors per token row of one head
+    constexpr int kVecMat = B * kVecRow;          // vectors of K (or V) of one head's block
+    constexpr int kUnits = 2 * kVecMat + B / 4;   // + bias, 4 floats per unit
+    constexpr int kPer = (kUnits + kDiffThreads - 1) / kDiffThreads;
+    constexpr int kChunk = kPer < 8 ? kPer : 8;   // bounds the registers for large blocks
+    constexpr int kItems = kChunk >= 8 ? 1 : (8 + kChunk - 1) / kChunk;
+    static_assert(D % kEpv == 0 && B % 4 == 0, "rows must be whole 16-byte vectors");
+    const std::size_t kv_bytes = Fmt::kv_bytes(H);
+    const std::size_t bias_src = Fmt::bias_byte_offset(H);
+    const std::size_t bias_step = (Fmt::bias_offset(H, h, 1) - Fmt::bias_offset(H, h, 0)) * sizeof(float);  // NHD: H floats
+    char* const k_slots = static_cast<char*>(p.k_slots);
+    char* const v_slots = static_cast<char*>(p.v_slots);
+    char* const b_slots = reinterpret_cast<char*>(p.bias_slots);
+    constexpr std::size_t kSlotKV = static_cast<std::size_t>(B) * D * sizeof(T);
+    constexpr std::size_t kSlotBias = static_cast<std::size_t>(B) * sizeof(float);
+#pragma unroll 1
+    for (int k0 = 0; k0 < kPer; k0 += kChunk) {
+      std::size_t src_off[kChunk];  // bytes inside the page
+      int dst_off[kChunk];          // bytes inside the slot's K / V (B*D elements) or bias (B floats)
+      int kind[kChunk];             // 0 K, 1 V, 2 bias, 3 none
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      dst[u] = nullptr;
-      const long long idx = base + u * stride;
-      if (idx >= total) continue;
-      const int item = static_cast<int>(idx / kUnitsItem);
-      const int r = static_cast<int>(idx % kUnitsItem);
-      const int4 it = p.items[item];
-      if (it.x < 0) continue;
-      const char* page = p.pool + static_cast<std::size_t>(it.y) * p.page_stride;
-      const int h = it.z;
-      if (r < 2 * kVecMat) {
-        const int mat = r / kVecMat, j = r % kVecMat;
-        const int tok = j / kVecRow, c = j % kVecRow;
-        const T* src = reinterpret_cast<const T*>(page + mat * kv_bytes) + Fmt::kv_offset(H, h, tok, c * kEpv);
-        val[u] = *reinterpret_cast<const uint4*>(src);
-        T* slots = mat ? p.v_slots : p.k_slots;
-        dst[u] = slots + (static_cast<std::size_t>(it.x) * B + tok) * D + c * kEpv;
-      } else {
-        const int t0 = (r - 2 * kVecMat) * 4;
-        const float* bsrc = reinterpret_cast<const float*>(page + Fmt::bias_byte_offset(H));
-        if constexpr (L == HeadLayout::kHND) {
-          val[u] = *reinterpret_cast<const uint4*>(bsrc + Fmt::bias_offset(H, h, t0));
-        } else {
-          val[u] = make_uint4(__float_as_uint(bsrc[Fmt::bias_offset(H, h, t0)]), __float_as_uint(bsrc[Fmt::bias_offset(H, h, t0 + 1)]),
-                              __float_as_uint(bsrc[Fmt::bias_offset(H, h, t0 + 2)]), __float_as_uint(bsrc[Fmt::bias_offset(H, h, t0 + 3)]));
+      for (int k = 0; k < kChunk; ++k) {
+        const int j = tid + (k0 + k) * kDiffThreads;
+        kind[k] = 3;
+        src_off[k] = 0;
+        dst_off[k] = 0;
+        if (j < 2 * kVecMat) {
+          const int mat = j >= kVecMat, jj = j - mat * kVecMat;
+          const int tok = jj / kVecRow, c = jj % kVecRow;
+          kind[k] = mat;
+          src_off[k] = mat * kv_bytes + Fmt::kv_offset(H, h, tok, c * kEpv) * sizeof(T);
+          dst_off[k] = jj * 16;
+        } else if (j < kUnits) {
+          const int t0 = (j - 2 * kVecMat) * 4;
+          kind[k] = 2;
+          src_off[k] = bias_src + Fmt::bias_offset(H, h, t0) * sizeof(float);
+          dst_off[k] = t0 * static_cast<int>(sizeof(float));
         }
-        dst[u] = p.bias_slots + static_cast<std::size_t>(it.x) * B + t0;
+      }
+      for (int i0 = 0; i0 < nmiss; i0 += kItems) {
+        uint4 val[kItems][kChunk];
+        int slot[kItems];
+#pragma unroll
+        for (int it = 0; it < kItems; ++it) {
+          const int item = i0 + it;
+          slot[it] = item < nmiss ? cdst[item] : -1;
+          if (slot[it] < 0) continue;
+          const char* page = p.pool + static_cast<std::size_t>(cpage[item]) * p.page_stride;
+#pragma unroll
+          for (int k = 0; k < kChunk; ++k) {
+            const char* src = page + src_off[k];
+            if (kind[k] < 2) {
+              val[it][k] = *reinterpret_cast<const uint4*>(src);
+            } else if (kind[k] == 2) {
+              if constexpr (L == HeadLayout::kHND) {
+                val[it][k] = *reinterpret_cast<const uint4*>(src);
+              } else {
+                val[it][k] = make_uint4(*reinterpret_cast<const unsigned*>(src), *reinterpret_cast<const unsigned*>(src + bias_step),
+                                        *reinterpret_cast<const unsigned*>(src + 2 * bias_step),
+                                        *reinterpret_cast<const unsigned*>(src + 3 * bias_step));
+              }
+            }
+          }
+        }
+#pragma unroll
+        for (int it = 0; it < kItems; ++it) {
+          if (slot[it] < 0) continue;
+          const std::size_t sl = static_cast<std::size_t>(slot[it]);
+#pragma unroll
+          for (int k = 0; k < kChunk; ++k) {
+            if (kind[k] == 3) continue;
+            char* dst = kind[k] == 2 ? b_slots + sl * kSlotBias : (kind[k] ? v_slots : k_slots) + sl * kSlotKV;
+            *reinterpret_cast<uint4*>(dst + dst_off[k]) = val[it][k];
+          }
+        }
       }
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (dst[u] != nullptr) *reinterpret_cast<uint4*>(dst[u]) = val[u];
   }
 }
 
