@@ -12,6 +12,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -102,26 +103,56 @@ struct AttentionLauncher {
   using CT = cuda_type_t<T>;
   using Tr = AttentionTraits<CT, D, MT, Layout>;
 
-  static Status prepare() {
+  /// What a launch needs to know about the current device, queried once per device and kernel:
+  /// the runtime calls (attribute set, occupancy query) cost microseconds of host time per call,
+  /// on the critical path of every decode step that is not replayed from a graph.
+  struct DeviceInfo {
+    int sms = 0;
+    int per_sm = 0;       // resident CTAs per SM at kSmemBytes
+    bool pdl = false;     // programmatic dependent launch (compute capability >= 9)
+  };
+  static constexpr int kCachedDevices = 64;
+
+  static Status prepare(DeviceInfo* info) {
+    int dev = 0;
+    NOSA_CUDA_TRY(cudaGetDevice(&dev));
+    static std::atomic<int> ready[kCachedDevices];  // 0: not yet; else packed info + 1
+    if (dev >= 0 && dev < kCachedDevices) {
+      const int v = ready[dev].load(std::memory_order_acquire);
+      if (v != 0) {
+        info->sms = (v - 1) >> 12;
+        info->per_sm = ((v - 1) >> 1) & 0x7ff;
+        info->pdl = ((v - 1) & 1) != 0;
+        return {};
+      }
+    }
     NOSA_CUDA_TRY(cudaFuncSetAttribute(decode_attention_kernel<CT, D, MT, Layout>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Tr::kSmemBytes)));
+    int sms = 0, per_sm = 0, major = 0;
+    NOSA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    NOSA_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    NOSA_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_attention_kernel<CT, D, MT, Layout>,
+                                                                Tr::kThreads, Tr::kSmemBytes));
+    info->sms = sms;
+    info->per_sm = per_sm;
+    info->pdl = major >= 9;
+    if (dev >= 0 && dev < kCachedDevices && sms > 0 && sms < (1 << 18) && per_sm >= 0 && per_sm < 0x800)
+      ready[dev].store(((sms << 12) | (per_sm << 1) | (info->pdl ? 1 : 0)) + 1, std::memory_order_release);
     return {};
   }
 
-  static Status plan(const DecodeAttentionArgs<T>& a, int block_size, int group_size, AttentionPlan* out) {
+  static Status plan(const DecodeAttentionArgs<T>& a, int block_size, int group_size, AttentionPlan* out,
+                     const DeviceInfo* known = nullptr) {
     AttentionPlan plan;
     int splits = a.num_splits;
     const long long work = static_cast<long long>(a.batch) * a.num_kv_heads;
     if (splits == 0) {
       splits = 1;
       if (work > 0) {
-        int dev = 0, sms = 0, per_sm = 0;
-        NOSA_CUDA_TRY(cudaGetDevice(&dev));
-        NOSA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        NOSA_RETURN_IF_ERROR(prepare());
-        NOSA_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per_sm, decode_attention_kernel<CT, D, MT, Layout>, Tr::kThreads, Tr::kSmemBytes));
-        const long long slots = static_cast<long long>(sms) * (per_sm > 0 ? per_sm : 1);
+        DeviceInfo info;
+        if (known != nullptr) info = *known;
+        else NOSA_RETURN_IF_ERROR(prepare(&info));
+        const long long slots = static_cast<long long>(info.sms) * (info.per_sm > 0 ? info.per_sm : 1);
         // Fill about one wave; never give a split fewer than two tiles of the largest row.
         // (Measured on H100, docs/notes/attention.md: two waves of CTAs instead of one were
         // slower in every case, e.g. 74% vs 76% of the copy ceiling at batch 64, Hkv 2.)
@@ -146,14 +177,15 @@ struct AttentionLauncher {
                     std::size_t workspace_bytes, cudaStream_t stream) {
     NOSA_RETURN_IF_ERROR(check_attention_args(a, block_size, D, group_size));
     if (a.batch == 0) return {};
+    DeviceInfo info;
+    NOSA_RETURN_IF_ERROR(prepare(&info));
     AttentionPlan plan;
-    NOSA_RETURN_IF_ERROR(AttentionLauncher::plan(a, block_size, group_size, &plan));
+    NOSA_RETURN_IF_ERROR(AttentionLauncher::plan(a, block_size, group_size, &plan, &info));
     const std::size_t rows = static_cast<std::size_t>(a.batch) * a.num_kv_heads * group_size;
     WorkspaceLayout layout;
     const int i_o = layout.add(plan.num_splits > 1 ? std::size_t(plan.num_splits) * rows * D * sizeof(float) : 0);
     const int i_l = layout.add(plan.num_splits > 1 ? std::size_t(plan.num_splits) * rows * sizeof(float) : 0);
     if (plan.num_splits > 1) NOSA_RETURN_IF_ERROR(layout.check(workspace, workspace_bytes, "decode_attention: workspace"));
-    NOSA_RETURN_IF_ERROR(prepare());
 
     AttentionKernelParams p{};
     p.q = a.q;
@@ -183,9 +215,26 @@ struct AttentionLauncher {
     decode_attention_kernel<CT, D, MT, Layout><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
     NOSA_CUDA_TRY(cudaPeekAtLastError());
     if (plan.num_splits > 1) {
-      merge_splits_kernel<CT, D><<<static_cast<unsigned>(rows), D / 4, 0, stream>>>(
-          p.part_o, p.part_lse, plan.num_splits, static_cast<int>(rows), reinterpret_cast<CT*>(a.o), a.lse);
-      NOSA_CUDA_TRY(cudaPeekAtLastError());
+      // On sm_90+ the merge is a programmatic dependent launch: it is scheduled while the
+      // attention grid runs and waits in-kernel (griddepcontrol.wait) for its partials, which
+      // takes the launch gap between the two kernels off the critical path.
+      cudaLaunchConfig_t cfg{};
+      cfg.gridDim = dim3(static_cast<unsigned>(rows));
+      cfg.blockDim = dim3(D / 4);
+      cfg.dynamicSmemBytes = 0;
+      cfg.stream = stream;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = info.pdl ? 1 : 0;
+      const float* part_o = p.part_o;
+      const float* part_lse = p.part_lse;
+      const int nsplits = plan.num_splits, nrows = static_cast<int>(rows);
+      CT* o_out = reinterpret_cast<CT*>(a.o);
+      float* lse_out = a.lse;
+      NOSA_CUDA_TRY(cudaLaunchKernelEx(&cfg, merge_splits_kernel<CT, D>, part_o, part_lse, nsplits, nrows, o_out,
+                                       lse_out));
     }
     return {};
   }

@@ -4,8 +4,9 @@
 // the rows of a 16-row tensor-core tile (MT = 1 tile for G <= 16, 2 for G <= 32; padded rows are
 // zero and never written), so K and V of a token are read from HBM once per KV head. The CTA
 // walks its share of the selected tokens in tiles of 64 "positions" (position p = entry
-// p / B of the selection, token p % B of that block), gathered through block_ids/slot_ids with
-// 16-byte cp.async into a 2-3 stage shared-memory ring, then S = Q K^T and O += P V run on
+// p / B of the selection, token p % B of that block), gathered with 16-byte cp.async into a 2-3
+// stage shared-memory ring (block_ids/slot_ids are resolved once into a shared-memory block
+// table, so no tile's copies wait on a dependent global load), then S = Q K^T and O += P V run on
 // mma.sync m16n8k16 with an fp32 online softmax. Warps split the tokens of a tile; their
 // (m, l, O) are combined through shared memory at the end. With one split the CTA writes o/lse;
 // otherwise it writes an fp32 partial that merge_splits_kernel combines by lse.
@@ -25,6 +26,13 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+
+// Blocks resolved into the kernel's shared-memory block table per fill (a refill every this many
+// blocks of a CTA's range). Overridable only to exercise the refill path in tests with small
+// selections (e.g. -DNOSA_ATTENTION_TABLE_BLOCKS=16); must be >= 8.
+#ifndef NOSA_ATTENTION_TABLE_BLOCKS
+#define NOSA_ATTENTION_TABLE_BLOCKS 128
+#endif
 
 NOSA_NAMESPACE_BEGIN
 namespace detail {
@@ -75,7 +83,12 @@ struct AttentionTraits {
   static constexpr std::size_t kVOffset = kKOffset + kStages * kKVTileBytes;
   static constexpr std::size_t kBiasOffset = kVOffset + kStages * kKVTileBytes;
   static constexpr std::size_t kMaskOffset = kBiasOffset + kStages * kTileN * sizeof(float);
-  static constexpr std::size_t kSmemBytes = kMaskOffset + kStages * kTileN * sizeof(float);
+  // Block table of the CTA's range, resolved once per kTabCap blocks (see decode_attention_kernel):
+  // per block the K/V row index of its token 0 (int64) and its count of valid tokens (int32).
+  static constexpr int kTabCap = NOSA_ATTENTION_TABLE_BLOCKS;
+  static constexpr std::size_t kTabRowOffset = kMaskOffset + kStages * kTileN * sizeof(float);
+  static constexpr std::size_t kTabValidOffset = kTabRowOffset + kTabCap * sizeof(long long);
+  static constexpr std::size_t kSmemBytes = kTabValidOffset + kTabCap * sizeof(int);
   // The end-of-CTA combine reuses the K/V ring: per warp 16 x D accumulators + m + l.
   static constexpr std::size_t kCombineBytes = std::size_t(kWarps) * (16 * D + 32) * sizeof(float);
   static_assert(kCombineBytes <= 2 * kStages * kKVTileBytes, "combine buffer must fit the K/V ring");
@@ -100,6 +113,8 @@ __global__ void __launch_bounds__(128) decode_attention_kernel(const __grid_cons
   unsigned char* sV = smem + Tr::kVOffset;
   float* sBias = reinterpret_cast<float*>(smem + Tr::kBiasOffset);
   float* sMask = reinterpret_cast<float*>(smem + Tr::kMaskOffset);
+  long long* sTabRow = reinterpret_cast<long long*>(smem + Tr::kTabRowOffset);
+  int* sTabValid = reinterpret_cast<int*>(smem + Tr::kTabValidOffset);
 
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -108,6 +123,18 @@ __global__ void __launch_bounds__(128) decode_attention_kernel(const __grid_cons
   const T* __restrict__ q = static_cast<const T*>(p.q);
   const T* __restrict__ kc = static_cast<const T*>(p.k_cache);
   const T* __restrict__ vc = static_cast<const T*>(p.v_cache);
+  // A merge launched as a programmatic dependent (sm_90) may be scheduled now; it still waits
+  // for this grid to finish (griddepcontrol.wait) before it reads the partials.
+  grid_dependents_launch();
+
+  // ---- Q first (no dependency on any table): G rows of this KV head, zero-padded to 16*MT
+  // rows; the copies join the first tile's cp.async group ----
+  const std::size_t q_row0 = (std::size_t(b) * Hkv + h) * G;
+  for (int c = tid; c < Tr::kRows * kRowChunks; c += Tr::kThreads) {
+    const int row = c / kRowChunks, ch = c % kRowChunks;
+    const bool ok = row < G;
+    cp_async_16(sQ + swz<D>(row, ch), ok ? q + (q_row0 + row) * D + ch * 8 : q, ok ? 16 : 0);
+  }
 
   // ---- this CTA's range of token positions ----
   const int seq_len = p.seq_lens[b];
@@ -122,35 +149,49 @@ __global__ void __launch_bounds__(128) decode_attention_kernel(const __grid_cons
   const int ntiles = start < end ? (end - start + kTileN - 1) / kTileN : 0;
   const long long seq_slot = p.seq_slots != nullptr ? p.seq_slots[b] : b;
 
-  // ---- Q: G rows of this KV head, zero-padded to 16*MT rows ----
-  const std::size_t q_row0 = (std::size_t(b) * Hkv + h) * G;
-  for (int c = tid; c < Tr::kRows * kRowChunks; c += Tr::kThreads) {
-    const int row = c / kRowChunks, ch = c % kRowChunks;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row < G) v = __ldg(reinterpret_cast<const uint4*>(q + (q_row0 + row) * D) + ch);
-    *reinterpret_cast<uint4*>(sQ + swz<D>(row, ch)) = v;
-  }
-
-  // Source of position `pos`: element offset of its K/V row (-1 when the position holds no
-  // valid token: past the range, past T, a negative id, or a slot outside the cache).
-  auto locate = [&](int pos, long long& bias_off) -> long long {
-    if (pos >= end) return -1;
-    const int i = pos >> log2B, tib = pos & (B - 1);
-    const int blk = p.dense ? i : __ldg(p.block_ids + entry_base + i);
-    if (blk < 0 || (static_cast<long long>(blk) << log2B) + tib >= seq_len) return -1;
-    long long slot;
-    if (p.slot_ids != nullptr) slot = __ldg(p.slot_ids + entry_base + i);
-    else if (Layout == HeadLayout::kHND) slot = (seq_slot * Hkv + h) * p.max_blocks + i;
-    else slot = seq_slot * p.max_blocks + i;
-    if (slot < 0 || slot >= p.num_slots) return -1;
-    const long long tok = (slot << log2B) + tib;
-    if constexpr (Layout == HeadLayout::kHND) {
-      bias_off = tok;
-      return tok * D;
-    } else {
-      bias_off = tok * Hkv + h;
-      return (tok * Hkv + h) * D;
+  // ---- block table: the blocks [tab_lo, tab_lo + kTabCap) of the range, resolved into shared
+  // memory in one round of independent loads (block id and slot id together), so that issuing a
+  // tile's cp.asyncs never waits on a dependent global load. Per block: the K/V row index of its
+  // token 0 (row r holds K/V at element r * D and bias at r) and its count of valid tokens (0
+  // for a negative id, a block past T, or a slot outside the cache). Refilled, rarely, when a
+  // tile runs past the table (every kTabCap blocks). ----
+  const long long row_step = Layout == HeadLayout::kHND ? 1 : Hkv;
+  const int blk_end = (end + B - 1) >> log2B;
+  int tab_lo = start >> log2B;
+  auto fill_table = [&](int lo) {
+    for (int j = tid; j < Tr::kTabCap; j += Tr::kThreads) {
+      const int i = lo + j;
+      long long row = -1;
+      int valid = 0;
+      if (i < blk_end) {
+        const int blk = p.dense ? i : __ldg(p.block_ids + entry_base + i);
+        long long slot;
+        if (p.slot_ids != nullptr) slot = __ldg(p.slot_ids + entry_base + i);
+        else if (Layout == HeadLayout::kHND) slot = (seq_slot * Hkv + h) * p.max_blocks + i;
+        else slot = seq_slot * p.max_blocks + i;
+        const long long first = static_cast<long long>(blk) << log2B;
+        if (blk >= 0 && first < seq_len && slot >= 0 && slot < p.num_slots) {
+          valid = static_cast<int>(min(static_cast<long long>(B), seq_len - first));
+          const long long tok = slot << log2B;
+          row = Layout == HeadLayout::kHND ? tok : tok * Hkv + h;
+        }
+      }
+      sTabRow[j] = row;
+      sTabValid[j] = valid;
     }
+  };
+  // B >= 16: the prologue's kStages - 1 tiles span at most (kStages - 1) * kTileN / 16 blocks.
+  static_assert(Tr::kTabCap * 16 >= (Tr::kStages - 1) * Tr::kTileN, "the first table must cover the prologue tiles");
+  if (ntiles > 0) fill_table(tab_lo);
+  __syncthreads();
+
+  // K/V row index of position `pos` (-1 when it holds no valid token: past the range, or an
+  // invalid entry of the table).
+  auto locate = [&](int pos) -> long long {
+    if (pos >= end) return -1;
+    const int j = (pos >> log2B) - tab_lo, tib = pos & (B - 1);
+    if (tib >= sTabValid[j]) return -1;
+    return sTabRow[j] + tib * row_step;
   };
 
   auto load_tile = [&](int tile, int stage) {
@@ -160,21 +201,19 @@ __global__ void __launch_bounds__(128) decode_attention_kernel(const __grid_cons
     const int ch = tid % kRowChunks;
 #pragma unroll 4
     for (int row = tid / kRowChunks; row < kTileN; row += Tr::kThreads / kRowChunks) {
-      long long boff = 0;
-      const long long off = locate(base + row, boff);
-      const bool ok = off >= 0;
-      const T* ks = ok ? kc + off + ch * 8 : kc;
-      const T* vs = ok ? vc + off + ch * 8 : vc;
+      const long long r = locate(base + row);
+      const bool ok = r >= 0;
+      const T* ks = ok ? kc + r * D + ch * 8 : kc;
+      const T* vs = ok ? vc + r * D + ch * 8 : vc;
       cp_async_16(dk + swz<D>(row, ch), ks, ok ? 16 : 0);
       cp_async_16(dv + swz<D>(row, ch), vs, ok ? 16 : 0);
     }
     if (tid < kTileN) {
-      long long boff = 0;
-      const long long off = locate(base + tid, boff);
-      const bool ok = off >= 0;
+      const long long r = locate(base + tid);
+      const bool ok = r >= 0;
       sMask[stage * kTileN + tid] = ok ? 0.f : -INFINITY;
       if (p.bias_cache != nullptr) {
-        cp_async_4(sBias + stage * kTileN + tid, ok ? p.bias_cache + boff : p.bias_cache, ok ? 4 : 0);
+        cp_async_4(sBias + stage * kTileN + tid, ok ? p.bias_cache + r : p.bias_cache, ok ? 4 : 0);
       } else {
         sBias[stage * kTileN + tid] = 0.f;
       }
@@ -201,7 +240,17 @@ __global__ void __launch_bounds__(128) decode_attention_kernel(const __grid_cons
     __syncthreads();
     {
       const int next = tile + kStages - 1;
-      if (next < ntiles) load_tile(next, next % kStages);
+      if (next < ntiles) {
+        // Uniform over the CTA: refill the table when this tile's last block is past it. Every
+        // thread is past the barrier above, so none still reads the old entries.
+        const int nbase = start + next * kTileN;
+        if (((min(nbase + kTileN, end) - 1) >> log2B) - tab_lo >= Tr::kTabCap) {
+          tab_lo = nbase >> log2B;
+          fill_table(tab_lo);
+          __syncthreads();
+        }
+        load_tile(next, next % kStages);
+      }
       cp_async_commit();
     }
     const int stage = tile % kStages;
@@ -355,6 +404,7 @@ __global__ void merge_splits_kernel(const float* __restrict__ part_o,
                                                           int rows, T* __restrict__ o, float* __restrict__ lse) {
   const int row = blockIdx.x;
   const int d = threadIdx.x * 4;
+  grid_dependency_wait();  // launched as a programmatic dependent: the partials are complete after this
   float M = -INFINITY;
   for (int s = 0; s < num_splits; ++s) M = fmaxf(M, part_lse[std::size_t(s) * rows + row]);
   float W = 0.f, o0 = 0.f, o1 = 0.f, o2 = 0.f, o3 = 0.f;

@@ -45,6 +45,20 @@ NOSA_DEVICE NOSA_FORCEINLINE void cp_async_wait() {
 #endif
 }
 
+/// Programmatic dependent launch (sm_90; no-ops before): a primary grid lets its dependent be
+/// scheduled early, and the dependent waits until the primary grid has completed and its memory
+/// is visible. Without a programmatic launch both are no-ops.
+NOSA_DEVICE NOSA_FORCEINLINE void grid_dependents_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+NOSA_DEVICE NOSA_FORCEINLINE void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 NOSA_DEVICE NOSA_FORCEINLINE void ldmatrix_x4(std::uint32_t (&r)[4], const void* p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
