@@ -263,9 +263,9 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
         const int mi = lane >> 3;
         const int key = kk * 16 + (mi & 1) * 8 + (lane & 7);
         const int d = dn * 8 + (mi >> 1) * 8;
-        ldsm_x4_t(b, tV + swz<D>(key, d));
-        mma16816<T>(acc[dn], a, b[0], b[1]);
-        mma16816<T>(acc[dn + 1], a, b[2], b[3]);
+        ldmatrix_x4_trans(b, tV + swz<D>(key, d));
+        mma_16816<T>(acc[dn], a, b[0], b[1]);
+        mma_16816<T>(acc[dn + 1], a, b[2], b[3]);
       }
     }
     __syncthreads();  // the buffer is refilled by the next iteration's prefetch
