@@ -308,9 +308,11 @@ class DeviceSelector {
   };
 
   // Pooling: ~256 compressed keys' worth of blocks per CTA. Scoring: split-K chosen per call
-  // (choose_splits) with at least kMinKeysPerSplit keys per CTA.
+  // (choose_splits) with at least kMinKeysPerSplit keys per CTA (kScanKeysPerSplit for large grids).
   static constexpr int kKeysPerSplit = 256;
   static constexpr int kMinKeysPerSplit = 64;
+  static constexpr int kScanKeysPerSplit = 256;  // scoring CTAs of large grids
+  static constexpr int kFixedSplitWaves = 2;
 
   static Layout layout(const Config& cfg) {
     Layout l;
@@ -339,11 +341,16 @@ class DeviceSelector {
     return l;
   }
 
-  /// Split-K for `batch` entries: minimizes (waves of resident CTAs) x (keys per CTA), so the
-  /// scan neither starves the GPU at batch 1 nor leaves a nearly empty last wave.
+  /// Split-K for `batch` entries. Large grids: a fixed kScanKeysPerSplit keys per CTA once that
+  /// fills kFixedSplitWaves waves of resident CTAs (measured 5-10 % faster than the wave model
+  /// there on an H100, docs/notes/selector.md). Smaller grids: minimizes
+  /// (waves of resident CTAs) x (keys per CTA), so the scan neither starves the GPU at batch 1
+  /// nor leaves a nearly empty last wave.
   int choose_splits(int batch) const {
     const long long pairs = static_cast<long long>(batch) * cfg_.num_kv_heads;
     const long long resident = std::max(1, resident_ctas_);
+    const int fixed = std::min(dims_.max_splits, std::max(1, (dims_.max_nc + kScanKeysPerSplit - 1) / kScanKeysPerSplit));
+    if (pairs * fixed >= kFixedSplitWaves * resident) return fixed;
     int best = 1;
     long long best_cost = -1;
     for (int s = 1; s <= dims_.max_splits; ++s) {
