@@ -56,6 +56,8 @@ class SelectorHandle {
   virtual int token_count(int slot) = 0;
   virtual int max_blocks() const = 0;
   virtual int key_store_bytes() const = 0;
+  /// Split-K factor of the compressed-key scan for a batch of this size.
+  virtual int scan_splits(int batch) const = 0;
 };
 
 /// nullptr with a not_supported status naming the compiled-in cases if `c` is not compiled.

@@ -377,6 +377,45 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
   MESSAGE("128K: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
 }
 
+TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two waves of CTAs)") {
+  // 17 entries x 8 KV heads x 8 splits of 256 compressed keys = 1088 scan CTAs: more than two
+  // waves on an H100 (132 SMs x 4), so choose_splits takes its fixed 256-key rule here, which the
+  // small batches of the other cases never reach.
+  NOSA_REQUIRE_GPU();
+  Tally total;
+  for (const SelCase& c : nosa_test::compiled_selector_cases()) {
+    if (!(c.block_size == 64 && c.head_dim == 128 && c.group_size == 16 && c.kind == nosa::SelectorKind::kNosa &&
+          !c.fp16 && !c.float_store))
+      continue;
+    INFO(c.name());
+    const int H = 8, batch = 17;
+    Model model(c, H, 21);
+    nosa::SelectionParams sp;
+    SelConfig cfg;
+    cfg.max_sequences = batch, cfg.num_kv_heads = H, cfg.max_batch = batch, cfg.max_tokens = 32768, cfg.params = sp;
+    auto sel = make(c);
+    REQUIRE(sel->create(cfg).ok());
+    std::vector<Seq> seqs;
+    std::vector<int> slots, lens;
+    for (int i = 0; i < batch; ++i) {
+      const int T = 32768 - 61 * i;
+      seqs.push_back(model.make_seq(T, 100 + i));
+      REQUIRE(sel->append_prompt(i, T, seqs.back().k.data(), seqs.back().bias.data()).ok());
+      slots.push_back(i);
+      lens.push_back(T);
+    }
+    std::vector<const Seq*> ptrs;
+    for (const Seq& s : seqs) ptrs.push_back(&s);
+    const int splits = sel->scan_splits(batch);
+    MESSAGE("scan splits for batch " << batch << ": " << splits);
+    CHECK(splits == (2047 + 255) / 256);  // the fixed 256-key rule, not the wave model's choice
+    check_select(*sel, model, sp, ptrs, slots, lens, 31, &total);
+  }
+  std::printf("[selector] fixed-split batch: compared %d, near-tie skipped %d\n", total.compared, total.skipped);
+  MESSAGE("fixed-split batch: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
+  CHECK(total.compared > 0);
+}
+
 TEST_CASE("DeviceSelector: bad arguments are refused before any launch") {
   NOSA_REQUIRE_GPU();
   SelCase c;  // NOSA B64 D128 G16 bf16
