@@ -12,7 +12,10 @@ build="${1:?build dir}"
 shift
 out="${OUT:-/tmp/nosa-out}"
 mkdir -p "${out}"
-export LD_LIBRARY_PATH="${build}/carry-lib:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="${build}/carry-lib:${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64"
+# cuBLAS (bench_prefill's matmul ceiling) is too large to carry: use the machine's copy.
+cublas=$(find /usr/local /opt -name 'libcublas.so.13*' 2>/dev/null | head -n 1)
+[[ -n "${cublas}" ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH}:$(dirname "${cublas}")"
 summary="${out}/summary.txt"
 : > "${summary}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "${summary}"
@@ -35,7 +38,10 @@ for what in "$@"; do
     sanitize)
       run memcheck_decode_step 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/tests/test_cuda_decode_step" -tc="*zero-copy*,*bad input*"
       run racecheck_residency 300 compute-sanitizer --tool racecheck --print-limit 50 --error-exitcode 9 "${build}/tests/test_cuda_residency" -tc="*HND host layout*"
-      run memcheck_attention 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/tests/test_cuda_attention" -tc="*merge*" ;;
+      run memcheck_attention 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/tests/test_cuda_attention" -tc="*merge*,split-KV*"
+      run racecheck_attention 300 compute-sanitizer --tool racecheck --error-exitcode 9 "${build}/tests/test_cuda_attention" -tc="split-KV*"
+      run memcheck_prefill 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/tests/test_cuda_prefill" -tc="*chunked*"
+      run memcheck_engine_example 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/examples/02_engine_integration" --quiet --prompt-scale 0.1 ;;
     examples)
       for e in "${build}"/examples/[0-9][0-9]_*; do [[ -x "$e" && -f "$e" ]] && run "$(basename "$e")" 300 "$e"; done ;;
     bench:*)
