@@ -138,10 +138,10 @@ class Decoder {
     return {};
   }
 
-  /// workspace: device memory of sizes().device_bytes (256-byte aligned). pool_memory: pinned
-  /// mapped host memory (its host and device addresses) or, for DeviceResident, device memory
-  /// (pool_host = nullptr), of sizes().pool_bytes. Initializes the state on `stream`.
-  /// Throws nosa::Error naming the bad argument.
+  /// workspace: device memory of sizes().device_bytes (256-byte aligned). pool_host/pool_device:
+  /// the host and device addresses of pinned mapped host memory (PinnedHostMemory) or, for
+  /// DeviceResident, pool_host = nullptr and device memory; pool_bytes >= sizes().pool_bytes.
+  /// Initializes the state on `stream`. Throws nosa::Error naming the bad argument.
   Decoder(const DecodeConfig& config, void* workspace, std::size_t workspace_bytes, void* pool_host,
           void* pool_device, std::size_t pool_bytes, cudaStream_t stream)
       : cfg_(config) {
@@ -151,16 +151,14 @@ class Decoder {
     const WorkspaceLayout& w = plan.ws;
     const Offsets& off = plan.off;
     throw_if_error(w.check(workspace, workspace_bytes, "Decoder: workspace"));
-    res_bytes_ = plan.res_bytes;
-    sel_bytes_ = plan.sel_bytes;
     attn_bytes_ = plan.attn_bytes;
     splits_ = plan.splits;
     max_blocks_ = cfg_.max_blocks<B>(kKind);
     pool_.emplace(pool_config(cfg_), Transfer::pool_on_host ? pool_host : nullptr, pool_device, pool_bytes);
-    residency_.emplace(*pool_, residency_config(cfg_), w.at<void>(workspace, off.residency), res_bytes_, stream);
+    residency_.emplace(*pool_, residency_config(cfg_), w.at<void>(workspace, off.residency), plan.res_bytes, stream);
     selectors_.resize(cfg_.num_layers);
     for (int l = 0; l < cfg_.num_layers; ++l) {
-      throw_if_error(Sel::create(selector_config(cfg_), w.at<char>(workspace, off.selector) + l * sel_bytes_, sel_bytes_,
+      throw_if_error(Sel::create(selector_config(cfg_), w.at<char>(workspace, off.selector) + l * plan.sel_bytes, plan.sel_bytes,
                                  &selectors_[l]));
       throw_if_error(selectors_[l].initialize(stream));
     }
@@ -170,23 +168,23 @@ class Decoder {
     block_ids_ = w.at<int>(workspace, off.block_ids);
     counts_ = w.at<int>(workspace, off.counts);
     slot_ids_ = w.at<int>(workspace, off.slot_ids);
-    throw_if_error(cuda_ok(cudaHostAlloc(reinterpret_cast<void**>(&staging_), 2 * sizeof(int) * cfg_.max_batch,
-                                         cudaHostAllocDefault),
-                           "cudaHostAlloc(staging)"));
-    throw_if_error(cuda_ok(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "cudaStreamCreate"));
-    for (auto& e : events_) throw_if_error(cuda_ok(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate"));
+    const Status st = [&]() -> Status {
+      NOSA_CUDA_TRY(cudaHostAlloc(reinterpret_cast<void**>(&staging_), 2 * sizeof(int) * cfg_.max_batch, cudaHostAllocDefault));
+      NOSA_CUDA_TRY(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+      for (auto& e : events_) NOSA_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      return {};
+    }();
+    if (!st.ok()) {  // the destructor does not run for a constructor that throws
+      release();
+      throw Error(st);
+    }
     free_slots_.reserve(cfg_.max_sequences);
     for (int s = cfg_.max_sequences - 1; s >= 0; --s) free_slots_.push_back(s);
     lengths_.assign(cfg_.max_sequences, 0);
   }
   Decoder(const Decoder&) = delete;
   Decoder& operator=(const Decoder&) = delete;
-  ~Decoder() {
-    for (auto& e : events_)
-      if (e) cudaEventDestroy(e);
-    if (side_) cudaStreamDestroy(side_);
-    if (staging_) cudaFreeHost(staging_);
-  }
+  ~Decoder() { release(); }
 
   const DecodeConfig& config() const { return cfg_; }
   int max_blocks() const { return max_blocks_; }
@@ -382,6 +380,13 @@ class Decoder {
     int residency = 0, selector = 0, attention[2] = {0, 0}, slots = 0, lens = 0, block_ids = 0, counts = 0, slot_ids = 0;
   };
 
+  void release() {
+    for (auto& e : events_)
+      if (e) cudaEventDestroy(e);
+    if (side_) cudaStreamDestroy(side_);
+    if (staging_) cudaFreeHost(staging_);
+  }
+
   static HostPoolConfig pool_config(const DecodeConfig& c) {
     HostPoolConfig p;
     p.num_layers = c.num_layers;
@@ -496,14 +501,10 @@ class Decoder {
       return invalid_argument(std::string(what) + ": a prefill is in progress (call end_prefill first)");
     return {};
   }
-  static Status cuda_ok(cudaError_t e, const char* what) {
-    if (e == cudaSuccess) return {};
-    return Status(StatusCode::kCudaError, std::string(what) + " failed: " + cudaGetErrorString(e));
-  }
 
   DecodeConfig cfg_;
   int max_blocks_ = 0;
-  std::size_t res_bytes_ = 0, sel_bytes_ = 0, attn_bytes_ = 0;
+  std::size_t attn_bytes_ = 0;
   int splits_ = 1;
   std::optional<Pool> pool_;
   std::optional<Res> residency_;
