@@ -9,6 +9,8 @@
 #include <benchmark/benchmark.h>
 #include <nosa/attention.cuh>
 
+#include "bench_util.cuh"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,14 +22,6 @@
 
 namespace {
 
-#define BENCH_CUDA(expr)                                                                    \
-  do {                                                                                      \
-    cudaError_t e_ = (expr);                                                                \
-    if (e_ != cudaSuccess) {                                                                \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(e_));              \
-      std::exit(1);                                                                         \
-    }                                                                                       \
-  } while (0)
 
 constexpr int kB = 64, kD = 128, kG = 16;
 using Elem = nosa::bfloat16_t;
@@ -35,38 +29,11 @@ using GeoHND = nosa::Geometry<kB, kD, kG, nosa::HeadLayout::kHND>;
 
 double g_ceiling_gbps = 0;
 
-/// Device-to-device copy rate, counting bytes read plus bytes written (median of 10).
-double measure_ceiling() {
-  const size_t bytes = size_t(1) << 30;
-  void *a, *b;
-  BENCH_CUDA(cudaMalloc(&a, bytes));
-  BENCH_CUDA(cudaMalloc(&b, bytes));
-  BENCH_CUDA(cudaMemset(a, 1, bytes));
-  cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int i = 0; i < 13; ++i) {
-    BENCH_CUDA(cudaEventRecord(e0));
-    BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    BENCH_CUDA(cudaEventRecord(e1));
-    BENCH_CUDA(cudaEventSynchronize(e1));
-    float t;
-    BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
-    if (i >= 3) ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  BENCH_CUDA(cudaFree(a));
-  BENCH_CUDA(cudaFree(b));
-  BENCH_CUDA(cudaEventDestroy(e0));
-  BENCH_CUDA(cudaEventDestroy(e1));
-  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;
-}
 
 template <class T>
 T* dev_alloc(size_t n) {
   T* p = nullptr;
-  BENCH_CUDA(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+  NOSA_BENCH_CUDA(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
   return p;
 }
 
@@ -78,20 +45,9 @@ void fill_random(void* p, size_t bytes_even, unsigned seed) {
   for (auto& x : h) x = nosa::to_bfloat16(u(rng)).bits;
   const size_t chunk = h.size() * 2;
   for (size_t off = 0; off < bytes_even; off += chunk)
-    BENCH_CUDA(cudaMemcpy(static_cast<char*>(p) + off, h.data(), std::min(chunk, bytes_even - off), cudaMemcpyHostToDevice));
+    NOSA_BENCH_CUDA(cudaMemcpy(static_cast<char*>(p) + off, h.data(), std::min(chunk, bytes_even - off), cudaMemcpyHostToDevice));
 }
 
-struct Timer {
-  cudaEvent_t e0, e1;
-  Timer() {
-    BENCH_CUDA(cudaEventCreate(&e0));
-    BENCH_CUDA(cudaEventCreate(&e1));
-  }
-  ~Timer() {
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-  }
-};
 
 void report(benchmark::State& state, double bytes, int splits) {
   state.counters["bytes"] = bytes;
@@ -113,16 +69,16 @@ void finish(benchmark::State& state, double bytes, double total_s, int splits) {
 template <class Launch>
 void back_to_back(benchmark::State& state, double bytes, cudaStream_t stream, int sets, Launch&& launch) {
   const int reps = std::max(20, 2 * sets);
-  Timer timer;
+  nosa_bench::EventTimer timer;
   std::vector<float> ms;
   for (int trial = 0; trial < 5; ++trial) {
-    BENCH_CUDA(cudaStreamSynchronize(stream));
-    BENCH_CUDA(cudaEventRecord(timer.e0, stream));
+    NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
+    NOSA_BENCH_CUDA(cudaEventRecord(timer.e0, stream));
     for (int i = 0; i < reps; ++i) launch(i % sets);
-    BENCH_CUDA(cudaEventRecord(timer.e1, stream));
-    BENCH_CUDA(cudaEventSynchronize(timer.e1));
+    NOSA_BENCH_CUDA(cudaEventRecord(timer.e1, stream));
+    NOSA_BENCH_CUDA(cudaEventSynchronize(timer.e1));
     float t;
-    BENCH_CUDA(cudaEventElapsedTime(&t, timer.e0, timer.e1));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&t, timer.e0, timer.e1));
     ms.push_back(t / reps);
   }
   std::sort(ms.begin(), ms.end());
@@ -146,7 +102,7 @@ void BM_sparse(benchmark::State& state) {
   float* bias = dev_alloc<float>(size_t(num_slots) * kB);
   fill_random(k, size_t(num_slots) * kB * kD * 2, 1);
   fill_random(v, size_t(num_slots) * kB * kD * 2, 2);
-  BENCH_CUDA(cudaMemset(bias, 0, size_t(num_slots) * kB * 4));
+  NOSA_BENCH_CUDA(cudaMemset(bias, 0, size_t(num_slots) * kB * 4));
   Elem* q = dev_alloc<Elem>(rows * kG * kD);
   fill_random(q, rows * kG * kD * 2, 3);
   Elem* o = dev_alloc<Elem>(rows * kG * kD);
@@ -174,10 +130,10 @@ void BM_sparse(benchmark::State& state) {
   std::int32_t* d_slots = dev_alloc<std::int32_t>(h_slots.size());
   std::int32_t* d_counts = dev_alloc<std::int32_t>(rows);
   std::int32_t* d_lens = dev_alloc<std::int32_t>(batch);
-  BENCH_CUDA(cudaMemcpy(d_blocks, h_blocks.data(), h_blocks.size() * 4, cudaMemcpyHostToDevice));
-  BENCH_CUDA(cudaMemcpy(d_slots, h_slots.data(), h_slots.size() * 4, cudaMemcpyHostToDevice));
-  BENCH_CUDA(cudaMemcpy(d_counts, h_counts.data(), rows * 4, cudaMemcpyHostToDevice));
-  BENCH_CUDA(cudaMemcpy(d_lens, h_lens.data(), batch * 4, cudaMemcpyHostToDevice));
+  NOSA_BENCH_CUDA(cudaMemcpy(d_blocks, h_blocks.data(), h_blocks.size() * 4, cudaMemcpyHostToDevice));
+  NOSA_BENCH_CUDA(cudaMemcpy(d_slots, h_slots.data(), h_slots.size() * 4, cudaMemcpyHostToDevice));
+  NOSA_BENCH_CUDA(cudaMemcpy(d_counts, h_counts.data(), rows * 4, cudaMemcpyHostToDevice));
+  NOSA_BENCH_CUDA(cudaMemcpy(d_lens, h_lens.data(), batch * 4, cudaMemcpyHostToDevice));
 
   nosa::DecodeAttentionArgs<Elem> a;
   a.batch = batch;
@@ -199,7 +155,7 @@ void BM_sparse(benchmark::State& state) {
   if (!nosa::plan_decode_attention<GeoHND>(a, &plan).ok()) state.SkipWithError("plan failed");
   void* ws = dev_alloc<unsigned char>(plan.workspace_bytes);
   cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   auto launch = [&](int set) {
     a.slot_ids = d_slots + size_t(set) * rows * budget;
     nosa::Status s = nosa::decode_attention<GeoHND>(a, ws, plan.workspace_bytes, stream);
@@ -208,21 +164,7 @@ void BM_sparse(benchmark::State& state) {
       std::exit(1);
     }
   };
-  for (int i = 0; i < 2 * sets; ++i) launch(i % sets);  // warm-up
-  BENCH_CUDA(cudaStreamSynchronize(stream));
-  Timer timer;
-  double total = 0;
-  int it = 0;
-  for (auto _ : state) {
-    BENCH_CUDA(cudaEventRecord(timer.e0, stream));
-    launch(it++ % sets);
-    BENCH_CUDA(cudaEventRecord(timer.e1, stream));
-    BENCH_CUDA(cudaEventSynchronize(timer.e1));
-    float ms;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, timer.e0, timer.e1));
-    state.SetIterationTime(ms * 1e-3);
-    total += ms * 1e-3;
-  }
+  const double total = nosa_bench::timed_iterations(state, stream, sets, 2 * sets, launch);
   finish(state, double(rows) * budget * kB * (2.0 * kD * 2 + 4), total, plan.num_splits);
   back_to_back(state, double(rows) * budget * kB * (2.0 * kD * 2 + 4), stream, sets, launch);
   cudaStreamDestroy(stream);
@@ -255,8 +197,8 @@ void BM_dense(benchmark::State& state) {
   std::iota(h_seq.begin(), h_seq.end(), 0);
   std::int32_t* d_lens = dev_alloc<std::int32_t>(batch);
   std::int32_t* d_seq = dev_alloc<std::int32_t>(h_seq.size());
-  BENCH_CUDA(cudaMemcpy(d_lens, h_lens.data(), batch * 4, cudaMemcpyHostToDevice));
-  BENCH_CUDA(cudaMemcpy(d_seq, h_seq.data(), h_seq.size() * 4, cudaMemcpyHostToDevice));
+  NOSA_BENCH_CUDA(cudaMemcpy(d_lens, h_lens.data(), batch * 4, cudaMemcpyHostToDevice));
+  NOSA_BENCH_CUDA(cudaMemcpy(d_seq, h_seq.data(), h_seq.size() * 4, cudaMemcpyHostToDevice));
   nosa::DecodeAttentionArgs<Elem> a;
   a.batch = batch;
   a.num_kv_heads = hkv;
@@ -274,7 +216,7 @@ void BM_dense(benchmark::State& state) {
   if (!nosa::plan_decode_attention<GeoHND>(a, &plan).ok()) state.SkipWithError("plan failed");
   void* ws = dev_alloc<unsigned char>(plan.workspace_bytes);
   cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   auto launch = [&](int set) {
     a.seq_slots = d_seq + size_t(set) * batch;
     nosa::Status s = nosa::decode_attention<GeoHND>(a, ws, plan.workspace_bytes, stream);
@@ -283,21 +225,7 @@ void BM_dense(benchmark::State& state) {
       std::exit(1);
     }
   };
-  for (int i = 0; i < 2 * sets + 2; ++i) launch(i % sets);
-  BENCH_CUDA(cudaStreamSynchronize(stream));
-  Timer timer;
-  double total = 0;
-  int it = 0;
-  for (auto _ : state) {
-    BENCH_CUDA(cudaEventRecord(timer.e0, stream));
-    launch(it++ % sets);
-    BENCH_CUDA(cudaEventRecord(timer.e1, stream));
-    BENCH_CUDA(cudaEventSynchronize(timer.e1));
-    float ms;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, timer.e0, timer.e1));
-    state.SetIterationTime(ms * 1e-3);
-    total += ms * 1e-3;
-  }
+  const double total = nosa_bench::timed_iterations(state, stream, sets, 2 * sets + 2, launch);
   finish(state, double(rows) * T * (2.0 * kD * 2), total, plan.num_splits);
   back_to_back(state, double(rows) * T * (2.0 * kD * 2), stream, sets, launch);
   cudaStreamDestroy(stream);
@@ -329,8 +257,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   cudaDeviceProp prop;
-  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
-  g_ceiling_gbps = measure_ceiling();
+  NOSA_BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  g_ceiling_gbps = nosa_bench::hbm_copy_ceiling_gbps();
   std::printf("device: %s, %d SMs, L2 %d MB; HBM copy ceiling (read+write): %.0f GB/s\n", prop.name,
               prop.multiProcessorCount, prop.l2CacheSize >> 20, g_ceiling_gbps);
   benchmark::Initialize(&argc, argv);
