@@ -1,11 +1,17 @@
 // Selection time per layer of nosa::DeviceSelector (NOSA policy, G = 16, D = 128, bf16 keys),
-// for batch 1/16/64, Hkv 2/8, contexts 16K/32K/128K. Two measurements per shape:
-//   BM_Scan   the stage-1 compressed-key scan alone (score kernel)
-//   BM_Select the whole selection (scan + pooling + two-stage top-k)
+// for batch 1/16/64/128, Hkv 2/8, contexts 16K/32K/128K, on both stage-1 paths:
+//   BM_Stage1/<path>  stage 1 alone: compressed-key scan, softmax, pooling to Pq/Pe
+//                     (global: score + pool kernels; cluster: the one cluster kernel)
+//   BM_Select/<path>  the whole selection (stage 1 + two-stage top-k)
+//   BM_ClusterSize    stage 1 on the cluster path at a forced cluster size (2..16; sizes this
+//                     device cannot run for the shape are skipped): tunes choose_cluster
+// <path> is global or cluster ("auto" would be cluster for every shape here).
 // Counters: key_bytes (compressed keys read per call), GBps (key_bytes / time), pct_ceiling
-// (GBps / the device-to-device copy bandwidth measured once in this binary, counting read + write).
+// (GBps / the device-to-device copy bandwidth measured once in this binary, counting read +
+// write), cluster (CTAs per (entry, head); 0 = global path), splits (global path's split-K).
 // The compressed state is filled directly with random keys (appending 128K tokens x 64
 // sequences would only slow the setup down; append kernels are not what is measured here).
+// Short subset: --benchmark_filter='BM_(Stage1|Select)/.*/batch:(16|128)/hkv:2/ctx:131072'.
 #include <nosa/selector.cuh>
 
 #include <benchmark/benchmark.h>
@@ -82,7 +88,9 @@ double copy_ceiling_gbps() {
   return gbps;
 }
 
-void run(benchmark::State& state, bool scan_only) {
+enum class What { kStage1, kSelect };
+
+void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_size) {
   const int batch = static_cast<int>(state.range(0));
   const int hkv = static_cast<int>(state.range(1));
   const int ctx = static_cast<int>(state.range(2));
@@ -97,7 +105,15 @@ void run(benchmark::State& state, bool scan_only) {
   void* ws;
   if (cudaMalloc(&ws, bytes) != cudaSuccess) return state.SkipWithError("out of device memory");
   Sel sel;
-  if (!Sel::create(cfg, ws, bytes, &sel).ok()) return state.SkipWithError("create failed");
+  if (!Sel::create(cfg, ws, bytes, &sel).ok()) {
+    cudaFree(ws);
+    return state.SkipWithError("create failed");
+  }
+  if (path == nosa::SelectPath::kCluster &&
+      (cluster_size > 0 ? !sel.cluster_size_usable(cluster_size) : sel.cluster_size_for(batch, path) == 0)) {
+    cudaFree(ws);
+    return state.SkipWithError("cluster path (or this cluster size) not usable for this shape on this device");
+  }
   cudaStream_t s;
   BCHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   const auto& st = sel.state();
@@ -128,8 +144,10 @@ void run(benchmark::State& state, bool scan_only) {
   a.block_ids = d_ids;
   a.block_stride = 64;
   a.counts = d_counts;
+  a.path = path;
+  a.cluster_size = cluster_size;
   auto call = [&] {
-    const nosa::Status r = scan_only ? sel.score_only(a, s) : sel.select(a, s);
+    const nosa::Status r = what == What::kStage1 ? sel.stage1_only(a, s) : sel.select(a, s);
     if (!r.ok()) {
       std::fprintf(stderr, "%s\n", r.to_string().c_str());
       std::exit(1);
@@ -155,6 +173,9 @@ void run(benchmark::State& state, bool scan_only) {
   state.counters["key_bytes"] = key_bytes;
   state.counters["GBps"] = benchmark::Counter(key_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["ceiling_GBps"] = ceiling;
+  const int used_cluster = cluster_size > 0 ? cluster_size : sel.cluster_size_for(batch, path);
+  state.counters["cluster"] = used_cluster;
+  state.counters["splits"] = used_cluster > 0 ? 0 : sel.splits_for(batch);
   // pct_ceiling is filled by the reporter-independent rate below (same formula as GBps)
   state.counters["pct_ceiling"] =
       benchmark::Counter(key_bytes * 1e-9 * 100.0 / ceiling, benchmark::Counter::kIsIterationInvariantRate);
@@ -169,18 +190,31 @@ void run(benchmark::State& state, bool scan_only) {
   cudaStreamDestroy(s);
 }
 
-void BM_Scan(benchmark::State& state) { run(state, true); }
-void BM_Select(benchmark::State& state) { run(state, false); }
+void BM_Stage1(benchmark::State& state, nosa::SelectPath path) { run(state, What::kStage1, path, 0); }
+void BM_Select(benchmark::State& state, nosa::SelectPath path) { run(state, What::kSelect, path, 0); }
+void BM_ClusterSize(benchmark::State& state) {
+  run(state, What::kStage1, nosa::SelectPath::kCluster, static_cast<int>(state.range(3)));
+}
 
 void shapes(benchmark::internal::Benchmark* b) {
-  for (int batch : {1, 16, 64})
+  for (int batch : {1, 16, 64, 128})
     for (int hkv : {2, 8})
       for (int ctx : {16384, 32768, 131072}) b->Args({batch, hkv, ctx});
   b->ArgNames({"batch", "hkv", "ctx"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+void cluster_sizes(benchmark::internal::Benchmark* b) {
+  for (int batch : {1, 16, 128})
+    for (int hkv : {2, 8})
+      for (int c = 2; c <= 16; ++c) b->Args({batch, hkv, 131072, c});
+  b->ArgNames({"batch", "hkv", "ctx", "C"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 }  // namespace
 
-BENCHMARK(BM_Scan)->Apply(shapes);
-BENCHMARK(BM_Select)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Stage1, global, nosa::SelectPath::kGlobal)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Stage1, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Select, global, nosa::SelectPath::kGlobal)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Select, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
+BENCHMARK(BM_ClusterSize)->Apply(cluster_sizes);
 BENCHMARK_MAIN();

@@ -2,9 +2,13 @@
 //
 // DeviceSelector<Geometry, Policy, T, KeyStore> keeps, per (sequence slot, KV head), the
 // compressed keys and compressed agnostic scores on the device, updated incrementally as tokens
-// are appended, and selects each step's blocks for a batch in four kernels on one stream:
-//   score (split-K over compressed keys) -> pool (softmax, window max-pooling, forced blocks)
-//   -> select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
+// are appended, and selects each step's blocks for a batch on one stream. Stage 1 (scores of
+// the compressed keys, softmax over them, window max-pooling to blocks, forced blocks) runs on
+// one of two paths, chosen per call from the config and the batch (SelectArgs::path):
+//   cluster: one thread-block cluster per (entry, KV head) scans, normalizes and pools with the
+//            logits kept in shared memory (2-byte KeyStore, heads that fit in C CTAs);
+//   global:  score (split-K, logits + split statistics to global scratch) -> pool.
+// Then select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
 // The result equals host::select_blocks (up to fp32 near-ties in the stage-1 scores).
 //
 //   Geometry  nosa::Geometry<B, D, G, Layout> (layout does not matter here)
@@ -32,6 +36,7 @@
 #include <nosa/detail/cuda_types.cuh>
 #include <nosa/detail/selection_math.h>
 #include <nosa/detail/selector_append.cuh>
+#include <nosa/detail/selector_cluster.cuh>
 #include <nosa/detail/selector_score.cuh>
 #include <nosa/detail/selector_topk.cuh>
 #include <nosa/geometry.h>
@@ -61,6 +66,23 @@ struct DeviceSelectorConfig {
 /// Longest sequence a DeviceSelector supports (tokens). Larger capacities are refused.
 inline constexpr long long kMaxSelectorTokens = 1LL << 22;  // 4M tokens
 
+/// Which stage-1 path select() runs (see DeviceSelector). kAuto (the default) takes the cluster
+/// path whenever the configuration allows it (2-byte KeyStore, a sparse policy, a device with
+/// thread-block clusters, and max_tokens small enough that one head's logits fit in the shared
+/// memory of at most 16 CTAs: ~800K tokens for G = 16 with window 32, stride 16), else the global
+/// path. kGlobal and kCluster force one (tests and benchmarks compare them on the same data);
+/// kCluster where it is not available returns kNotSupported before any launch.
+enum class SelectPath { kAuto = 0, kGlobal = 1, kCluster = 2 };
+
+inline const char* to_string(SelectPath path) {
+  switch (path) {
+    case SelectPath::kAuto: return "auto";
+    case SelectPath::kGlobal: return "global";
+    case SelectPath::kCluster: return "cluster";
+  }
+  return "?";
+}
+
 /// Arguments of one select() call. All pointers are device memory.
 template <class T>
 struct SelectArgs {
@@ -72,6 +94,12 @@ struct SelectArgs {
   int* block_ids = nullptr;      ///< int32 [batch][Hkv][block_stride]: ascending block ids
   int block_stride = 0;          ///< >= min(budget, max blocks) (sparse) or max blocks (dense)
   int* counts = nullptr;         ///< int32 [batch][Hkv]: min(budget, nb) (sparse), nb (dense)
+  SelectPath path = SelectPath::kAuto;  ///< stage-1 path; results agree up to fp32 near-ties
+  /// CTAs per (entry, KV head) of the cluster path, 2..16, or 0 (default) to choose it from the
+  /// batch (DeviceSelector::cluster_size_for). Non-zero forces the cluster path (path kAuto or
+  /// kCluster; with kGlobal it is refused). For tests and tuning; a size the device cannot run
+  /// for this config (cluster_size_usable) returns kNotSupported before any launch.
+  int cluster_size = 0;
 };
 
 template <class Geo, class Policy, class T, class KeyStore = T>
@@ -155,6 +183,7 @@ class DeviceSelector {
             &per_sm, detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize>, detail::kScoreThreads, 0));
     }
     s.resident_ctas_ = std::max(1, sms * std::max(per_sm, 1));
+    NOSA_RETURN_IF_ERROR(s.plan_clusters(device));
     *out = s;
     return {};
   }
@@ -223,23 +252,10 @@ class DeviceSelector {
   Status select(const SelectArgs<T>& a, cudaStream_t stream) {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_RETURN_IF_ERROR(check_select(a));
-    detail::SelectParams<T, KeyStore> p = params_for(a);
-    if constexpr (kKind != SelectorKind::kDense) {
-      const dim3 grid_split(p.splits, cfg_.num_kv_heads, a.batch);
-      const dim3 grid_pool(dims_.pool_splits, cfg_.num_kv_heads, a.batch);
-      if constexpr (sizeof(KeyStore) == 2) {
-        detail::score_mma_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
-      } else {
-        detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
-      }
-      NOSA_CUDA_TRY_LAUNCH("score_kernel");
-      constexpr bool need_pe = kKind == SelectorKind::kNosa;
-      const std::size_t smem = sizeof(float) * (2 * kGroupSize + dims_.pool_window_cap);
-      auto pool = detail::pool_kernel<T, KeyStore, kGroupSize, need_pe>;
-      if (smem > 48 * 1024) NOSA_CUDA_TRY(cudaFuncSetAttribute(pool, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-      pool<<<grid_pool, detail::kPoolThreads, smem, stream>>>(p);
-      NOSA_CUDA_TRY_LAUNCH("pool_kernel");
-    }
+    int cluster = 0;
+    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster));
+    detail::SelectParams<T, KeyStore> p = params_for(a, cluster);
+    NOSA_RETURN_IF_ERROR(launch_stage1(p, a.batch, cluster, stream));
     const dim3 grid_sel(cfg_.num_kv_heads, a.batch);
     auto sel = detail::select_kernel<T, KeyStore, kKind>;
     std::size_t sel_smem = 0;
@@ -253,20 +269,14 @@ class DeviceSelector {
     return {};
   }
 
-  /// Launches only the stage-1 scoring kernel (benchmarks measure the compressed-key scan).
-  Status score_only(const SelectArgs<T>& a, cudaStream_t stream) {
+  /// Launches only stage 1 (compressed-key scan, softmax, pooling to Pq/Pe; no top-k) on the
+  /// path select() would take for `a`. For benchmarks: the part whose bytes scale with the keys.
+  Status stage1_only(const SelectArgs<T>& a, cudaStream_t stream) {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_RETURN_IF_ERROR(check_select(a));
-    if constexpr (kKind != SelectorKind::kDense) {
-      detail::SelectParams<T, KeyStore> p = params_for(a);
-      const dim3 grid_split(p.splits, cfg_.num_kv_heads, a.batch);
-      if constexpr (sizeof(KeyStore) == 2)
-        detail::score_mma_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
-      else
-        detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
-      NOSA_CUDA_TRY_LAUNCH("score_kernel");
-    }
-    return {};
+    int cluster = 0;
+    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster));
+    return launch_stage1(params_for(a, cluster), a.batch, cluster, stream);
   }
 
   /// Synchronizes `stream` and reports (then clears) the sticky device-side error flags.
@@ -294,8 +304,25 @@ class DeviceSelector {
   /// Device state (pointers into the workspace) for tests and diagnostics:
   /// keys of (slot, h) at keys + ((slot*Hkv + h)*max_nc + j)*D, scores at cbias + (slot*Hkv + h)*max_nc + j.
   const State& state() const { return st_; }
-  /// Split-K parts the scoring kernel uses for a batch of `batch` entries.
+  /// Split-K parts the global path's scoring kernel uses for a batch of `batch` entries.
   int splits_for(int batch) const { return choose_splits(batch); }
+  /// Largest cluster size the cluster path may use with this config on this device (0: the
+  /// cluster path is not available; kAuto then takes the global path).
+  int max_cluster_size() const {
+    for (int c = detail::kMaxClusterSize; c >= detail::kMinClusterSize; --c)
+      if (cluster_size_usable(c)) return c;
+    return 0;
+  }
+  /// Whether SelectArgs::cluster_size = c can run (the head fits in c CTAs and c CTAs with that
+  /// shared memory can be co-resident on this device).
+  bool cluster_size_usable(int c) const {
+    return c >= detail::kMinClusterSize && c <= detail::kMaxClusterSize && clusters_[c].active > 0;
+  }
+  /// Cluster size (CTAs per (entry, KV head)) select() uses for a batch of `batch` entries on
+  /// `path`; 0 means the global path. Fixed by the config and batch (graph replay stays valid).
+  int cluster_size_for(int batch, SelectPath path = SelectPath::kAuto) const {
+    return path == SelectPath::kGlobal ? 0 : choose_cluster(batch);
+  }
 
  private:
   struct Dims {
@@ -362,6 +389,152 @@ class DeviceSelector {
     return best;
   }
 
+  /// The cluster-path kernel of this instantiation (2-byte keys, sparse policies only).
+  static auto cluster_kernel() {
+    return detail::score_pool_cluster_kernel<T, KeyStore, kHeadDim, kGroupSize, kKind == SelectorKind::kNosa>;
+  }
+
+  /// Fills clusters_ (host queries, once at create): for each C in 2..16 (9..16 only where the
+  /// non-portable size attribute is accepted) the keys per CTA for max_nc, its shared memory, and
+  /// how many such clusters can be resident. Leaves every entry unusable for fp32 keys, the dense
+  /// policy, devices without cluster launch, and heads too long for 16 CTAs.
+  Status plan_clusters(int device) {
+    for (auto& c : clusters_) c = ClusterPlan{};
+    if constexpr (kKind == SelectorKind::kDense) {
+      cluster_why_not_ = "the dense policy has no stage 1";
+      return {};
+    } else if constexpr (sizeof(KeyStore) != 2) {
+      cluster_why_not_ = "it needs 2-byte keys (KeyStore = T)";
+      return {};
+    } else {
+      int has_clusters = 0, optin = 0;
+      NOSA_CUDA_TRY(cudaDeviceGetAttribute(&has_clusters, cudaDevAttrClusterLaunch, device));
+      NOSA_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+      if (!has_clusters) {
+        cluster_why_not_ = "the device has no thread-block clusters (needs sm_90 or newer)";
+        return {};
+      }
+      auto kernel = cluster_kernel();
+      cudaFuncAttributes fa{};
+      NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
+      const int dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
+      // the same value from every selector of this instantiation: a later create() cannot
+      // shrink what an earlier one's launches need
+      if (dyn_max > 0)
+        NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn_max));
+      const bool non_portable =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+      if (!non_portable) (void)cudaGetLastError();  // refused: sizes above 8 stay unusable
+      const int max_c = non_portable ? detail::kMaxClusterSize : detail::kMaxPortableClusterSize;
+      for (int c = detail::kMinClusterSize; c <= max_c; ++c) {
+        const int per = (std::max(dims_.max_nc, 1) + c - 1) / c;
+        const int keys = (per + 31) / 32 * 32;  // >= score_chunk(nc, c) for every nc <= max_nc
+        const std::size_t smem = detail::cluster_smem_bytes<kGroupSize>(keys);
+        if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) continue;
+        cudaLaunchConfig_t lc{};
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeClusterDimension;
+        attr[0].val.clusterDim.x = static_cast<unsigned>(c);
+        attr[0].val.clusterDim.y = 1;
+        attr[0].val.clusterDim.z = 1;
+        lc.gridDim = dim3(static_cast<unsigned>(c), 1, 1);
+        lc.blockDim = dim3(detail::kScoreThreads, 1, 1);
+        lc.dynamicSmemBytes = smem;
+        lc.attrs = attr;
+        lc.numAttrs = 1;
+        int active = 0;
+        if (cudaOccupancyMaxActiveClusters(&active, kernel, &lc) != cudaSuccess) {
+          (void)cudaGetLastError();  // this size cannot be launched here: leave it unusable
+          active = 0;
+        }
+        clusters_[c] = ClusterPlan{keys, static_cast<int>(smem), active};
+      }
+      cluster_why_not_ = max_cluster_size() > 0
+                             ? ""
+                             : "one head's " + std::to_string(dims_.max_nc) + " compressed keys (max_tokens = " +
+                                   std::to_string(cfg_.max_tokens) + ") do not fit in the shared memory of " +
+                                   std::to_string(max_c) + " CTAs";
+      return {};
+    }
+  }
+
+  /// Cluster size for `batch` entries (0: none usable): the largest usable one. Measured on an
+  /// H100 (bench_selector BM_ClusterSize, 128K context, batch 1-128, Hkv 2 and 8; see
+  /// docs/notes/selector.md): more CTAs per head won at every batch; a wave model that traded
+  /// cluster size for fewer waves picked C = 8-11 at large batches and was 20-30 % slower. The
+  /// scan of one CTA is latency-bound, so the number of CTAs streaming keys is what counts.
+  int choose_cluster(int batch) const {
+    (void)batch;
+    for (int c = detail::kMaxClusterSize; c >= detail::kMinClusterSize; --c)
+      if (clusters_[c].active > 0) return c;
+    return 0;
+  }
+
+  /// The cluster size of this call (0 = global path) from SelectArgs::path and cluster_size.
+  Status cluster_for(const SelectArgs<T>& a, int* cluster) const {
+    *cluster = 0;
+    if (a.path != SelectPath::kAuto && a.path != SelectPath::kGlobal && a.path != SelectPath::kCluster)
+      return invalid_argument("select: path = " + std::to_string(static_cast<int>(a.path)) +
+                              " is not a SelectPath (auto, global, cluster)");
+    if (a.cluster_size != 0) {
+      if (a.path == SelectPath::kGlobal)
+        return invalid_argument("select: cluster_size = " + std::to_string(a.cluster_size) + " is set but path = global");
+      if (a.cluster_size < detail::kMinClusterSize || a.cluster_size > detail::kMaxClusterSize)
+        return invalid_argument("select: cluster_size = " + std::to_string(a.cluster_size) + " is outside [" +
+                                std::to_string(detail::kMinClusterSize) + ", " + std::to_string(detail::kMaxClusterSize) + "]");
+      if (clusters_[a.cluster_size].active <= 0)
+        return not_supported("select: cluster_size = " + std::to_string(a.cluster_size) +
+                             " cannot run for this selector on this device" +
+                             (cluster_why_not_.empty() ? std::string(" (shared memory or occupancy)") : ": " + cluster_why_not_));
+      *cluster = a.cluster_size;
+      return {};
+    }
+    if (a.path == SelectPath::kGlobal) return {};
+    *cluster = choose_cluster(a.batch);
+    if (*cluster == 0 && a.path == SelectPath::kCluster)
+      return not_supported("select: path = cluster is not available for this selector: " + cluster_why_not_);
+    return {};
+  }
+
+  /// Stage 1 on the chosen path: the cluster kernel, or score + pool (nothing for dense).
+  Status launch_stage1(const detail::SelectParams<T, KeyStore>& p, int batch, int cluster, cudaStream_t stream) const {
+    if constexpr (kKind != SelectorKind::kDense) {
+      constexpr bool need_pe = kKind == SelectorKind::kNosa;
+      if constexpr (sizeof(KeyStore) == 2) {
+        if (cluster > 0) {
+          cudaLaunchConfig_t lc{};
+          cudaLaunchAttribute attr[1];
+          attr[0].id = cudaLaunchAttributeClusterDimension;
+          attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
+          attr[0].val.clusterDim.y = 1;
+          attr[0].val.clusterDim.z = 1;
+          lc.gridDim = dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch);
+          lc.blockDim = dim3(detail::kScoreThreads, 1, 1);
+          lc.dynamicSmemBytes = static_cast<std::size_t>(clusters_[cluster].smem);
+          lc.stream = stream;
+          lc.attrs = attr;
+          lc.numAttrs = 1;
+          NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel(), p));
+          return {};
+        }
+      }
+      const dim3 grid_split(p.splits, cfg_.num_kv_heads, batch);
+      const dim3 grid_pool(dims_.pool_splits, cfg_.num_kv_heads, batch);
+      if constexpr (sizeof(KeyStore) == 2) {
+        detail::score_mma_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
+      } else {
+        detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
+      }
+      NOSA_CUDA_TRY_LAUNCH("score_kernel");
+      const std::size_t smem = sizeof(float) * (2 * kGroupSize + dims_.pool_window_cap);
+      auto pool = detail::pool_kernel<T, KeyStore, kGroupSize, need_pe>;
+      if (smem > 48 * 1024) NOSA_CUDA_TRY(cudaFuncSetAttribute(pool, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      pool<<<grid_pool, detail::kPoolThreads, smem, stream>>>(p);
+      NOSA_CUDA_TRY_LAUNCH("pool_kernel");
+    }
+    return {};
+  }
+
   Status check_created() const {
     if (st_.counts == nullptr) return invalid_argument("DeviceSelector used before create()");
     return {};
@@ -392,7 +565,7 @@ class DeviceSelector {
                               std::to_string(need) + (kKind == SelectorKind::kDense ? " (max blocks)" : " (min(budget, max blocks))"));
     return {};
   }
-  detail::SelectParams<T, KeyStore> params_for(const SelectArgs<T>& a) const {
+  detail::SelectParams<T, KeyStore> params_for(const SelectArgs<T>& a, int cluster) const {
     detail::SelectParams<T, KeyStore> p{};
     p.st = st_;
     p.seq_slots = a.seq_slots;
@@ -406,7 +579,8 @@ class DeviceSelector {
     p.counts = a.counts;
     p.block_stride = a.block_stride;
     p.ld = dims_.ld;
-    p.splits = choose_splits(a.batch);
+    p.splits = cluster > 0 ? cluster : choose_splits(a.batch);  // cluster path: CTAs per head
+    p.cluster_keys = cluster > 0 ? clusters_[cluster].keys : 0;
     p.pool_splits = dims_.pool_splits;
     p.max_nb = dims_.max_nb;
     p.max_seq_len = a.max_seq_len;
@@ -430,6 +604,15 @@ class DeviceSelector {
   float* pq_ = nullptr;
   float* pe_ = nullptr;
   int resident_ctas_ = 1;
+  /// Cluster path per cluster size C: keys per CTA, dynamic shared bytes, clusters resident at
+  /// once (cudaOccupancyMaxActiveClusters at create; 0 = C not usable).
+  struct ClusterPlan {
+    int keys = 0;
+    int smem = 0;
+    int active = 0;
+  };
+  ClusterPlan clusters_[detail::kMaxClusterSize + 1] = {};
+  std::string cluster_why_not_ = "not planned";
 };
 
 NOSA_NAMESPACE_END

@@ -113,6 +113,8 @@ class Impl final : public SelectorHandle {
     a.block_ids = *ids;
     a.block_stride = stride;
     a.counts = *cnt;
+    a.path = path_value_ >= 0 ? static_cast<nosa::SelectPath>(path_value_) : static_cast<nosa::SelectPath>(path_);
+    a.cluster_size = cluster_size_;
     return a;
   }
   void download(int* dids, int* dcnt, std::size_t b, int stride, std::vector<int>* ids, std::vector<int>* counts) {
@@ -151,6 +153,18 @@ class Impl final : public SelectorHandle {
     return s;
   }
   nosa::Status device_errors() override { return sel_.device_errors(stream_); }
+  void set_path(SelPath path, int cluster_size, int path_value) override {
+    path_ = path;
+    cluster_size_ = cluster_size;
+    path_value_ = path_value;
+  }
+  int cluster_size_for(int batch) const override { return sel_.cluster_size_for(batch); }
+  std::vector<int> cluster_sizes() const override {
+    std::vector<int> v;
+    for (int c = 2; c <= 16; ++c)
+      if (sel_.cluster_size_usable(c)) v.push_back(c);
+    return v;
+  }
   void read_state(int slot, int h, int n, std::vector<unsigned char>* key_bytes, std::vector<float>* cbias) override {
     const auto& st = sel_.state();
     const std::size_t sh = static_cast<std::size_t>(slot) * hkv_ + h;
@@ -179,6 +193,8 @@ class Impl final : public SelectorHandle {
   std::vector<void*> allocs_;
   Sel sel_;
   int hkv_ = 1;
+  SelPath path_ = SelPath::kAuto;
+  int cluster_size_ = 0, path_value_ = -1;
 };
 
 struct Entry {

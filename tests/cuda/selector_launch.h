@@ -27,6 +27,9 @@ struct SelConfig {
   nosa::SelectionParams params;
 };
 
+/// Mirrors nosa::SelectPath.
+enum class SelPath { kAuto = 0, kGlobal = 1, kCluster = 2 };
+
 class SelectorHandle {
  public:
   virtual ~SelectorHandle() = default;
@@ -51,6 +54,14 @@ class SelectorHandle {
                                     const std::uint16_t* q, int stride, int replays, std::vector<int>* ids,
                                     std::vector<int>* counts) = 0;
   virtual nosa::Status device_errors() = 0;
+  /// Stage-1 path (and cluster size, 0 = chosen from the batch) of the following select() and
+  /// select_graph() calls: SelectArgs::path / cluster_size. `path_value` overrides the enum with
+  /// a raw value (-1: none) to test the check of out-of-range paths.
+  virtual void set_path(SelPath path, int cluster_size = 0, int path_value = -1) = 0;
+  /// Cluster size select() takes for `batch` on auto (0: global path).
+  virtual int cluster_size_for(int batch) const = 0;
+  /// Cluster sizes usable by this selector on this device, ascending (empty: no cluster path).
+  virtual std::vector<int> cluster_sizes() const = 0;
   /// Compressed keys of (slot, h), first n rows, as raw bytes of the store type; scores as fp32.
   virtual void read_state(int slot, int h, int n, std::vector<unsigned char>* key_bytes, std::vector<float>* cbias) = 0;
   virtual int token_count(int slot) = 0;

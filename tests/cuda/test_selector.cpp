@@ -161,10 +161,37 @@ bool near_tie(const SelCase& c, const nosa::SelectionParams& sp, long long T, co
 }
 
 struct Tally {
-  int compared = 0, skipped = 0;
+  int compared = 0, skipped = 0;  ///< (entry, head) pairs: compared with the host / skipped near-ties
+  int global = 0, cluster = 0;    ///< GPU selections compared, per stage-1 path
 };
 
-/// Selects on the GPU for (slots, lens) and compares every (entry, head) with the host.
+/// One GPU run of a step: the stage-1 path it forced and what it returned.
+struct PathRun {
+  nosa_test::SelPath path;
+  int cluster_size;  ///< forced cluster size (0: chosen from the batch)
+  std::vector<int> ids, counts;
+};
+
+/// The stage-1 paths every selection check runs on the same data: auto, global, the cluster
+/// path at its automatic size and at forced sizes (the smallest usable, 5 and the largest), where
+/// usable: devices with clusters, 2-byte keys, sparse policies, heads that fit.
+std::vector<std::pair<nosa_test::SelPath, int>> paths_of(const SelectorHandle& sel) {
+  using nosa_test::SelPath;
+  std::vector<std::pair<SelPath, int>> v = {{SelPath::kAuto, 0}, {SelPath::kGlobal, 0}};
+  const std::vector<int> sizes = sel.cluster_sizes();
+  if (!sizes.empty()) {
+    v.push_back({SelPath::kCluster, 0});
+    std::vector<int> forced = {sizes.front()};
+    if (std::find(sizes.begin(), sizes.end(), 5) != sizes.end()) forced.push_back(5);
+    forced.push_back(sizes.back());
+    forced.erase(std::unique(forced.begin(), forced.end()), forced.end());
+    for (int c : forced) v.push_back({SelPath::kCluster, c});
+  }
+  return v;
+}
+
+/// Selects on the GPU for (slots, lens) on every path of paths_of and compares every
+/// (entry, head) of each with the host.
 void check_select(SelectorHandle& sel, const Model& model, const nosa::SelectionParams& sp, const std::vector<const Seq*>& seqs,
                   const std::vector<int>& slots, const std::vector<int>& lens, unsigned qseed, Tally* tally,
                   bool graph = false) {
@@ -174,12 +201,18 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
   const std::vector<std::uint16_t> q = model.make_q(batch, qseed);
   int max_len = 0;
   for (int l : lens) max_len = std::max(max_len, l);
-  std::vector<int> ids, counts;
-  nosa::Status st = graph ? sel.select_graph(slots, lens, max_len, q.data(), stride, 3, &ids, &counts)
-                          : sel.select(slots, lens, max_len, q.data(), stride, &ids, &counts);
-  REQUIRE_MESSAGE(st.ok(), st.to_string());
-  nosa::Status de = sel.device_errors();
-  REQUIRE_MESSAGE(de.ok(), de.to_string());
+  std::vector<PathRun> runs;
+  for (const auto& [path, csize] : paths_of(sel)) {
+    PathRun r{path, csize, {}, {}};
+    sel.set_path(path, csize);
+    nosa::Status st = graph ? sel.select_graph(slots, lens, max_len, q.data(), stride, 3, &r.ids, &r.counts)
+                            : sel.select(slots, lens, max_len, q.data(), stride, &r.ids, &r.counts);
+    REQUIRE_MESSAGE(st.ok(), "path " << int(path) << " cluster_size " << csize << ": " << st.to_string());
+    nosa::Status de = sel.device_errors();
+    REQUIRE_MESSAGE(de.ok(), de.to_string());
+    runs.push_back(std::move(r));
+  }
+  sel.set_path(nosa_test::SelPath::kAuto);
   for (int i = 0; i < batch; ++i) {
     for (int h = 0; h < H; ++h) {
       const long long T = lens[i];
@@ -188,21 +221,28 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
       for (size_t e = 0; e < qf.size(); ++e) qf[e] = from_bits(q[(static_cast<size_t>(i) * H + h) * G * D + e], c.fp16);
       const auto ref = nosa::host::select_blocks<float>(c.kind, sp, c.block_size, T, qf.data(), G, D, hh.keys.data(),
                                                         hh.cbias.data());
-      const int cnt = counts[static_cast<size_t>(i) * H + h];
-      const int* got = ids.data() + (static_cast<size_t>(i) * H + h) * stride;
       if (near_tie(c, sp, T, qf.data(), hh)) {
         ++tally->skipped;
         continue;
       }
       ++tally->compared;
-      const std::vector<int> g(got, got + std::max(cnt, 0));
-      if (g != ref.blocks) {
-        size_t at = 0;
-        while (at < g.size() && at < ref.blocks.size() && g[at] == ref.blocks[at]) ++at;
-        FAIL_CHECK(c.name() << " entry " << i << " head " << h << " T=" << T << ": count " << cnt << " vs "
-                            << ref.blocks.size() << ", first mismatch at " << at << ": gpu "
-                            << (at < g.size() ? g[at] : -1) << " host "
-                            << (at < ref.blocks.size() ? ref.blocks[at] : -1));
+      for (const PathRun& r : runs) {
+        const int cnt = r.counts[static_cast<size_t>(i) * H + h];
+        const int* got = r.ids.data() + (static_cast<size_t>(i) * H + h) * stride;
+        ++(r.path == nosa_test::SelPath::kCluster ? tally->cluster : tally->global);
+        const std::vector<int> g(got, got + std::max(cnt, 0));
+        if (g != ref.blocks) {
+          size_t at = 0;
+          while (at < g.size() && at < ref.blocks.size() && g[at] == ref.blocks[at]) ++at;
+          FAIL_CHECK(c.name() << " path " << (r.path == nosa_test::SelPath::kAuto     ? "auto"
+                                             : r.path == nosa_test::SelPath::kGlobal ? "global"
+                                                                                      : "cluster")
+                              << " cluster_size " << r.cluster_size << " (auto: " << sel.cluster_size_for(batch)
+                              << ") entry " << i << " head " << h << " T=" << T << ": count " << cnt << " vs "
+                              << ref.blocks.size() << ", first mismatch at " << at << ": gpu "
+                              << (at < g.size() ? g[at] : -1) << " host "
+                              << (at < ref.blocks.size() ? ref.blocks[at] : -1));
+        }
       }
     }
   }
@@ -248,6 +288,8 @@ TEST_CASE("DeviceSelector: ragged batch, prompt + decode appends, every compiled
       auto sel = make(c);
       nosa::Status st = sel->create(cfg);
       REQUIRE_MESSAGE(st.ok(), st.to_string());
+      MESSAGE(c.name() << " variant " << variant << ": " << sel->cluster_sizes().size()
+                       << " usable cluster sizes, auto cluster size for batch 4: " << sel->cluster_size_for(4));
       // final lengths and prompt parts (slot 4 stays unused, slot order permuted in the batch)
       const std::vector<long long> L = {1, 50, 777, 3001};
       const std::vector<long long> prompt = {0, 30, 700, 2991};
@@ -306,8 +348,10 @@ TEST_CASE("DeviceSelector: ragged batch, prompt + decode appends, every compiled
     }
   }
   MESSAGE("compared " << total.compared << " (entry, head) selections; skipped " << total.skipped << " near-ties");
-  std::printf("[selector] ragged: compared %d, near-tie skipped %d\n", total.compared, total.skipped);
+  std::printf("[selector] ragged: compared %d (GPU runs: global/auto %d, cluster %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.skipped);
   CHECK(total.compared > 0);
+  CHECK(total.cluster > 0);  // sm_90 build: the cluster path runs for the 2-byte sparse cases
 }
 
 TEST_CASE("DeviceSelector: incremental appends equal one bulk append (bitwise)") {
@@ -362,6 +406,14 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
     cfg.max_sequences = 2, cfg.num_kv_heads = H, cfg.max_batch = 2, cfg.max_tokens = 131072, cfg.params = sp;
     auto sel = make(c);
     REQUIRE(sel->create(cfg).ok());
+    if (c.kind != nosa::SelectorKind::kDense && !c.float_store) {
+      // 8191 compressed keys per head: auto must take the cluster path (2 x 16 CTAs of 512 keys)
+      const std::vector<int> sizes = sel->cluster_sizes();
+      CHECK(!sizes.empty());
+      CHECK(sel->cluster_size_for(2) > 0);
+      MESSAGE(c.name() << " 128K: auto cluster size for batch 2: " << sel->cluster_size_for(2) << "; " << sizes.size()
+                       << " usable sizes, largest " << (sizes.empty() ? 0 : sizes.back()));
+    }
     const Seq s0 = model.make_seq(131072, 1);
     const Seq s1 = model.make_seq(70001, 2);
     const size_t row = static_cast<size_t>(H) * c.head_dim;
@@ -373,7 +425,8 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
     check_select(*sel, model, sp, {&s0, &s1}, {0, 1}, {131072, 70001}, 7, &total);
     check_select(*sel, model, sp, {&s1, &s0}, {1, 0}, {70001, 131072}, 8, &total);
   }
-  std::printf("[selector] 128K: compared %d, near-tie skipped %d\n", total.compared, total.skipped);
+  std::printf("[selector] 128K: compared %d (GPU runs: global/auto %d, cluster %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.skipped);
   MESSAGE("128K: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
 }
 
@@ -409,9 +462,11 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
     const int splits = sel->scan_splits(batch);
     MESSAGE("scan splits for batch " << batch << ": " << splits);
     CHECK(splits == (2047 + 255) / 256);  // the fixed 256-key rule, not the wave model's choice
+    MESSAGE("auto cluster size for batch " << batch << ": " << sel->cluster_size_for(batch));
     check_select(*sel, model, sp, ptrs, slots, lens, 31, &total);
   }
-  std::printf("[selector] fixed-split batch: compared %d, near-tie skipped %d\n", total.compared, total.skipped);
+  std::printf("[selector] fixed-split batch: compared %d (GPU runs: global/auto %d, cluster %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.skipped);
   MESSAGE("fixed-split batch: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
   CHECK(total.compared > 0);
 }
@@ -494,4 +549,87 @@ TEST_CASE("DeviceSelector: bad arguments are refused before any launch") {
   CHECK(st.ok());
   CHECK(counts[0] == 5);  // ceil(300/64) blocks, all selected
   CHECK(counts[2] == 0);
+
+  // stage-1 path arguments, refused before any launch
+  using nosa_test::SelPath;
+  sel->set_path(SelPath::kGlobal, 4);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("cluster_size") != std::string::npos);
+  CHECK(counts[0] == -7);
+  sel->set_path(SelPath::kCluster, 17);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("cluster_size") != std::string::npos);
+  CHECK(counts[0] == -7);
+  sel->set_path(SelPath::kAuto, 0, /*raw path value=*/7);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("path") != std::string::npos);
+  CHECK(counts[0] == -7);
+  // the cluster path on invalid and idle entries: count 0 and the sticky flag, as the global path
+  const std::vector<int> sizes = sel->cluster_sizes();
+  CHECK(!sizes.empty());  // sm_90: clusters exist and 8 compressed keys fit
+  for (int csize : {0, sizes.empty() ? 0 : sizes.front(), sizes.empty() ? 0 : sizes.back()}) {
+    if (sizes.empty()) break;
+    INFO("cluster path, cluster_size " << csize);
+    sel->set_path(SelPath::kCluster, csize);
+    st = sel->select({0, 1}, {301, 0}, 400, q.data(), 64, &ids, &counts);
+    CHECK(st.ok());
+    CHECK(counts[0] == 0);
+    CHECK(counts[2] == 0);
+    CHECK(sel->device_errors().code() == nosa::StatusCode::kInvalidArgument);
+    st = sel->select({1, 2}, {0, 300}, 300, q.data(), 64, &ids, &counts);  // slot 2 >= max_sequences
+    CHECK(st.ok());
+    CHECK(counts[0] == 0);
+    CHECK(counts[2] == 0);
+    st = sel->device_errors();
+    CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+    CHECK(st.message().find("seq_slots") != std::string::npos);
+    st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+    CHECK(st.ok());
+    CHECK(counts[0] == 5);
+    CHECK(counts[1] == 5);
+    CHECK(counts[2] == 0);
+    CHECK(sel->device_errors().ok());
+  }
+  sel->set_path(SelPath::kAuto);
+
+  // fp32 keys: no cluster path; forcing it is refused before any launch, auto takes the global path
+  SelCase f32 = c;
+  f32.group_size = 8;
+  f32.float_store = true;
+  nosa::Status have;
+  if (auto fsel = nosa_test::make_selector(f32, &have)) {
+    REQUIRE(fsel->create(cfg).ok());
+    CHECK(fsel->cluster_sizes().empty());
+    CHECK(fsel->cluster_size_for(2) == 0);
+    Model fm(f32, 2, 3);
+    const std::vector<std::uint16_t> fq = fm.make_q(2, 5);
+    fsel->set_path(SelPath::kCluster);
+    st = fsel->select({0, 1}, {0, 0}, 300, fq.data(), 64, &ids, &counts);
+    CHECK(st.code() == nosa::StatusCode::kNotSupported);
+    CHECK(st.message().find("2-byte") != std::string::npos);
+    CHECK(counts[0] == -7);
+    MESSAGE(st.to_string());
+  }
+
+  // 4M-token capacity: 262143 compressed keys per head do not fit in 16 CTAs; auto takes the
+  // global path, and forcing the cluster path is refused
+  SelConfig huge = cfg;
+  huge.max_sequences = 1, huge.max_batch = 1, huge.max_tokens = 1LL << 22;
+  auto hsel = make(c);
+  REQUIRE(hsel->create(huge).ok());
+  CHECK(hsel->cluster_sizes().empty());
+  CHECK(hsel->cluster_size_for(1) == 0);
+  REQUIRE(hsel->append_prompt(0, 300, s.k.data(), s.bias.data()).ok());
+  st = hsel->select({0}, {300}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.ok());
+  CHECK(counts[0] == 5);
+  hsel->set_path(SelPath::kCluster);
+  st = hsel->select({0}, {300}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kNotSupported);
+  CHECK(st.message().find("do not fit") != std::string::npos);
+  CHECK(counts[0] == -7);
+  MESSAGE(st.to_string());
 }

@@ -1,14 +1,17 @@
 // nosa::detail: stage-1 scoring of the device selector (split-K over compressed keys).
 //
-// grid = (splits, Hkv, batch). CTA (s, h, i) owns the compressed keys [j0, j1) of entry i, head h
-// and writes, for each of the G query heads g:
-//   logits[i][h][g][j] = q_g . Kc[j] / sqrt(D)       (fp32, row stride ld)
-//   stats [i][h][s][g] = (max, sum of exp(logit - max)) over its keys
-// The pooling kernel combines the split statistics into the softmax of DESIGN.md section 2.
-// Each key is read exactly once. Two variants:
-//   - 2-byte store types (bf16/fp16): tensor-core mma.m16n8k16 with fp32 accumulation (products
-//     of 2-byte values are exact in fp32; only the summation order differs from the host).
-//   - fp32 store: plain FMA, one key per thread.
+// One scanning CTA owns the compressed keys [j0, j1) of entry i, head h (ScanRange) and, for
+// each of the G query heads g, produces
+//   logits[g][j] = q_g . Kc[j] / sqrt(D)       (fp32)
+//   stats[g]     = (max, sum of exp(logit - max)) over its keys
+// Global path: grid (splits, Hkv, batch), logits to the [batch][Hkv][G][ld] scratch and stats
+// to [batch][Hkv][splits][G]; pool_kernel (selector_topk.cuh) combines them. Cluster path
+// (selector_cluster.cuh): the same scan core keeps the logits and stats in shared memory.
+// Each key is read exactly once. Two scan cores:
+//   - 2-byte store types (bf16/fp16): MmaScan, tensor-core mma.m16n8k16 with fp32 accumulation
+//     (products of 2-byte values are exact in fp32; only the summation order differs from the
+//     host).
+//   - fp32 store: plain FMA, one key per thread (global path only).
 #pragma once
 
 #include <nosa/config.h>
@@ -45,6 +48,7 @@ struct SelectParams {
   int block_size;
   int sink, local, query_aware, budget;
   int pool_window_cap;   ///< shared-memory floats of the pooling kernel
+  int cluster_keys;      ///< cluster path: compressed keys one CTA holds (>= score_chunk(nc, splits))
   int select_smem;       ///< 1: the select kernel stages Pq/Pe in dynamic shared memory
   float scale;           ///< 1 / sqrt(D), computed on the host as the reference does
 };
@@ -92,8 +96,9 @@ NOSA_DEVICE NOSA_FORCEINLINE void mma_16816(float (&c)[4], unsigned a0, unsigned
 
 constexpr int kScoreThreads = 128;
 
-/// Writes a CTA's per-g statistics: per-thread values are first combined within the warp by
-/// the caller's layout, then across warps through shared memory.
+/// Combines a CTA's per-g statistics: per-thread values are first combined within the warp by
+/// the caller's layout (warp_stats[w][g]), then across warps here, in warp order. `out` may be
+/// global or shared memory.
 template <int Rows>
 NOSA_DEVICE NOSA_FORCEINLINE void write_split_stats(float2 (*warp_stats)[Rows], float2* out, int G) {
   __syncthreads();
@@ -104,141 +109,193 @@ NOSA_DEVICE NOSA_FORCEINLINE void write_split_stats(float2 (*warp_stats)[Rows], 
   }
 }
 
-/// Tensor-core scoring for 2-byte keys. A warp computes 8 keys x 16 query heads per mma chain;
-/// a thread's 16-byte key load (8 consecutive d) feeds two k16 steps, and q uses the same d
-/// permutation, so the dot product is unchanged.
-template <class T, class KS, int D, int G>
-__global__ void __launch_bounds__(kScoreThreads) score_mma_kernel(const __grid_constant__ SelectParams<T, KS> p) {
-  using CT = cuda_type_t<T>;
-  static_assert(sizeof(KS) == 2 && std::is_same_v<T, KS>, "mma scoring needs keys stored in T");
-  constexpr int MT = (G + 15) / 16;  // m16 tiles of query heads
-  constexpr int P = D / 32;          // 16-byte loads per thread per key row
-  constexpr int KT = 512 / D;        // 8-key tiles per warp iteration (16 loads per thread)
-  constexpr int W = kScoreThreads / 32;
-  __shared__ uint4 sA[MT][P][32][2];
-  __shared__ float2 warp_stats[W][MT * 16];
-
-  const int split = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
-  const int H = p.st.num_kv_heads;
-  int slot, len;
-  if (!entry_length(p, i, &slot, &len)) return;
-  const int nc = num_compressed(len, p.st.window, p.st.stride);
-  const int chunk = score_chunk(nc, p.splits);
-  const int j0 = split * chunk;
-  const int j1 = min(nc, j0 + chunk);
-  float2* stats_out = p.stats + ((static_cast<size_t>(i) * H + h) * p.splits + split) * G;
-  if (j0 >= j1) {
-    for (int g = threadIdx.x; g < G; g += blockDim.x) stats_out[g] = make_float2(-INFINITY, 0.f);
-    return;
+/// Where the logits of (query head g, key j) go: base[g * ld + (j - j0)]. The global path uses
+/// the [G][ld] scratch with j0 = 0; the cluster path a CTA's shared [G][ld] tile with j0 = its
+/// first key. j - j0 is even for the pair stores (keys come in pairs 2 t4, 2 t4 + 1 of 32-key
+/// aligned tiles), so the float2 store is aligned when ld and base are.
+struct LogitRows {
+  float* base;
+  int ld;
+  int j0;
+  NOSA_DEVICE NOSA_FORCEINLINE void store(int g, int j, float x0, float x1, bool pair) const {
+    float* at = base + static_cast<size_t>(g) * ld + (j - j0);
+    if (pair) *reinterpret_cast<float2*>(at) = make_float2(x0, x1);
+    else *at = x0;
   }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int t4 = lane & 3, r4 = lane >> 2;
+};
 
-  // A fragments: q rows r and r + 8 of each m tile, d = 32p + 8 t4 .. + 8.
-  const CT* qh = as_cuda(p.q) + (static_cast<size_t>(i) * H + h) * G * D;
-  for (int e = threadIdx.x; e < MT * P * 32; e += blockDim.x) {
-    const int l = e % 32, pp = (e / 32) % P, mt = e / (32 * P);
-    const int r = mt * 16 + (l >> 2), d = 32 * pp + 8 * (l & 3);
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    sA[mt][pp][l][0] = r < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r) * D + d) : zero;
-    sA[mt][pp][l][1] = r + 8 < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r + 8) * D + d) : zero;
-  }
-  __syncthreads();
+/// The keys [j0, j1) a scanning CTA owns: part `split` of `splits` of entry i's nc compressed
+/// keys, in chunks of score_chunk(nc, splits). Shared by every scan kernel (global and cluster).
+struct ScanRange {
+  int slot, len, nc, chunk, j0, j1;
+};
 
-  const size_t sh = static_cast<size_t>(slot) * H + h;
-  const CT* keys = as_cuda(p.st.keys) + sh * p.st.max_nc * D;
-  float* logits = p.logits + (static_cast<size_t>(i) * H + h) * G * p.ld;
-  float2 run[MT][2];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) run[mt][0] = run[mt][1] = make_float2(-INFINITY, 0.f);
-
-  for (int base = j0 + warp * 8 * KT; base < j1; base += W * 8 * KT) {
-    // all loads of the warp iteration first (P * KT = 16 x 16 B in flight per thread), then mma
-    uint4 kv[P][KT];
-#pragma unroll
-    for (int pp = 0; pp < P; ++pp)
-#pragma unroll
-      for (int kt = 0; kt < KT; ++kt) {
-        const int j = base + kt * 8 + r4;
-        kv[pp][kt] = j < j1 ? __ldg(reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4))
-                            : make_uint4(0, 0, 0, 0);
-      }
-    float acc[KT][MT][4];
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt)
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[kt][mt][e] = 0.f;
-#pragma unroll
-    for (int pp = 0; pp < P; ++pp) {
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const uint4 ar = sA[mt][pp][lane][0], ar8 = sA[mt][pp][lane][1];
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          mma_16816<CT>(acc[kt][mt], ar.x, ar8.x, ar.y, ar8.y, kv[pp][kt].x, kv[pp][kt].y);
-          mma_16816<CT>(acc[kt][mt], ar.z, ar8.z, ar.w, ar8.w, kv[pp][kt].z, kv[pp][kt].w);
-        }
-      }
-    }
-    // acc[kt][mt]: e0,e1 -> row r4, keys 2 t4, 2 t4 + 1; e2,e3 -> row r4 + 8.
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int g = mt * 16 + r4 + 8 * half;
-        float vmax = -INFINITY;
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          const int j = base + kt * 8 + 2 * t4;
-          const float x0 = acc[kt][mt][2 * half] * p.scale;
-          const float x1 = acc[kt][mt][2 * half + 1] * p.scale;
-          acc[kt][mt][2 * half] = x0;
-          acc[kt][mt][2 * half + 1] = x1;
-          if (j < j1) vmax = fmaxf(vmax, x0);
-          if (j + 1 < j1) vmax = fmaxf(vmax, x1);
-          if (g < G) {
-            float* row = logits + static_cast<size_t>(g) * p.ld;
-            if (j + 1 < j1) *reinterpret_cast<float2*>(row + j) = make_float2(x0, x1);
-            else if (j < j1) row[j] = x0;
-          }
-        }
-        if (vmax == -INFINITY) continue;
-        float2 cur = run[mt][half];
-        if (vmax > cur.x) {
-          cur.y = cur.x == -INFINITY ? 0.f : cur.y * expf(cur.x - vmax);
-          cur.x = vmax;
-        }
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          const int j = base + kt * 8 + 2 * t4;
-          if (j < j1) cur.y += expf(acc[kt][mt][2 * half] - cur.x);
-          if (j + 1 < j1) cur.y += expf(acc[kt][mt][2 * half + 1] - cur.x);
-        }
-        run[mt][half] = cur;
-      }
-    }
-  }
-  // combine the 4 threads of a quad (same rows), then across warps
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float2 v = run[mt][half];
-#pragma unroll
-      for (int off = 1; off < 4; off <<= 1) {
-        float2 o;
-        o.x = __shfl_xor_sync(0xffffffffu, v.x, off);
-        o.y = __shfl_xor_sync(0xffffffffu, v.y, off);
-        v = softmax_combine(v, o);
-      }
-      if (t4 == 0) warp_stats[warp][mt * 16 + r4 + 8 * half] = v;
-    }
-  write_split_stats<MT * 16>(warp_stats, stats_out, G);
+/// false: the entry is invalid or empty (nothing to do; select_kernel reports it).
+template <class P>
+NOSA_DEVICE NOSA_FORCEINLINE bool scan_range(const P& p, int i, int split, int splits, ScanRange* r) {
+  if (!entry_length(p, i, &r->slot, &r->len)) return false;
+  r->nc = num_compressed(r->len, p.st.window, p.st.stride);
+  r->chunk = score_chunk(r->nc, splits);
+  r->j0 = split * r->chunk;
+  r->j1 = min(r->nc, r->j0 + r->chunk);
+  return true;
 }
 
-/// Generic fp32 scoring (keys stored as float): one key per thread, q in shared memory.
+/// Prologue of the global-path scan kernels (grid (splits, Hkv, batch)): the CTA's range and its
+/// slot of the split statistics. false when there is nothing to scan; an empty split still
+/// writes empty statistics (m = -inf) for the pooling kernel to combine.
+template <int G, class P>
+NOSA_DEVICE NOSA_FORCEINLINE bool global_scan_prologue(const P& p, ScanRange* r, float2** stats_out) {
+  const int split = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
+  if (!scan_range(p, i, split, p.splits, r)) return false;
+  *stats_out = p.stats + ((static_cast<size_t>(i) * p.st.num_kv_heads + h) * p.splits + split) * G;
+  if (r->j0 >= r->j1) {
+    for (int g = threadIdx.x; g < G; g += blockDim.x) (*stats_out)[g] = make_float2(-INFINITY, 0.f);
+    return false;
+  }
+  return true;
+}
+
+/// The tensor-core scan of one CTA (2-byte keys): stages q of (i, h) in shared memory, reads the
+/// keys [j0, j1) of (slot, h) once, stores every logit through `rows`, and writes the CTA's
+/// (max, sum-exp) per query head to stats_out[0..G) (global or shared). A warp computes 8 keys x
+/// 16 query heads per mma chain; a thread's 16-byte key load (8 consecutive d) feeds two k16
+/// steps, and q uses the same d permutation, so the dot product is unchanged. Needs j0 < j1 and
+/// kScoreThreads threads; every thread must call it (it synchronizes the CTA).
+template <class T, int D, int G>
+struct MmaScan {
+  using CT = cuda_type_t<T>;
+  static constexpr int MT = (G + 15) / 16;  // m16 tiles of query heads
+  static constexpr int P = D / 32;          // 16-byte loads per thread per key row
+  static constexpr int KT = 512 / D;        // 8-key tiles per warp iteration (16 loads per thread)
+  static constexpr int W = kScoreThreads / 32;
+  static_assert(D % 32 == 0 && D <= 512, "mma scan: D must be a multiple of 32, at most 512");
+  struct Shared {
+    uint4 a[MT][P][32][2];
+    float2 warp_stats[W][MT * 16];
+  };
+
+  template <class KS>
+  static NOSA_DEVICE NOSA_FORCEINLINE void run(Shared& sm, const T* q, const KS* keys_of_head, int j0, int j1,
+                                               float scale, const LogitRows& rows, float2* stats_out) {
+    static_assert(std::is_same_v<T, KS>, "mma scoring needs keys stored in T");
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int t4 = lane & 3, r4 = lane >> 2;
+    // A fragments: q rows r and r + 8 of each m tile, d = 32p + 8 t4 .. + 8.
+    const CT* qh = as_cuda(q);
+    for (int e = threadIdx.x; e < MT * P * 32; e += blockDim.x) {
+      const int l = e % 32, pp = (e / 32) % P, mt = e / (32 * P);
+      const int r = mt * 16 + (l >> 2), d = 32 * pp + 8 * (l & 3);
+      const uint4 zero = make_uint4(0, 0, 0, 0);
+      sm.a[mt][pp][l][0] = r < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r) * D + d) : zero;
+      sm.a[mt][pp][l][1] = r + 8 < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r + 8) * D + d) : zero;
+    }
+    __syncthreads();
+
+    const CT* keys = as_cuda(keys_of_head);
+    float2 run[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) run[mt][0] = run[mt][1] = make_float2(-INFINITY, 0.f);
+
+    for (int base = j0 + warp * 8 * KT; base < j1; base += W * 8 * KT) {
+      // all loads of the warp iteration first (P * KT = 16 x 16 B in flight per thread), then mma
+      uint4 kv[P][KT];
+#pragma unroll
+      for (int pp = 0; pp < P; ++pp)
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+          const int j = base + kt * 8 + r4;
+          kv[pp][kt] = j < j1 ? __ldg(reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4))
+                              : make_uint4(0, 0, 0, 0);
+        }
+      float acc[KT][MT][4];
+#pragma unroll
+      for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[kt][mt][e] = 0.f;
+#pragma unroll
+      for (int pp = 0; pp < P; ++pp) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint4 ar = sm.a[mt][pp][lane][0], ar8 = sm.a[mt][pp][lane][1];
+#pragma unroll
+          for (int kt = 0; kt < KT; ++kt) {
+            mma_16816<CT>(acc[kt][mt], ar.x, ar8.x, ar.y, ar8.y, kv[pp][kt].x, kv[pp][kt].y);
+            mma_16816<CT>(acc[kt][mt], ar.z, ar8.z, ar.w, ar8.w, kv[pp][kt].z, kv[pp][kt].w);
+          }
+        }
+      }
+      // acc[kt][mt]: e0,e1 -> row r4, keys 2 t4, 2 t4 + 1; e2,e3 -> row r4 + 8.
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int g = mt * 16 + r4 + 8 * half;
+          float vmax = -INFINITY;
+#pragma unroll
+          for (int kt = 0; kt < KT; ++kt) {
+            const int j = base + kt * 8 + 2 * t4;
+            const float x0 = acc[kt][mt][2 * half] * scale;
+            const float x1 = acc[kt][mt][2 * half + 1] * scale;
+            acc[kt][mt][2 * half] = x0;
+            acc[kt][mt][2 * half + 1] = x1;
+            if (j < j1) vmax = fmaxf(vmax, x0);
+            if (j + 1 < j1) vmax = fmaxf(vmax, x1);
+            if (g < G && j < j1) rows.store(g, j, x0, x1, j + 1 < j1);
+          }
+          if (vmax == -INFINITY) continue;
+          float2 cur = run[mt][half];
+          if (vmax > cur.x) {
+            cur.y = cur.x == -INFINITY ? 0.f : cur.y * expf(cur.x - vmax);
+            cur.x = vmax;
+          }
+#pragma unroll
+          for (int kt = 0; kt < KT; ++kt) {
+            const int j = base + kt * 8 + 2 * t4;
+            if (j < j1) cur.y += expf(acc[kt][mt][2 * half] - cur.x);
+            if (j + 1 < j1) cur.y += expf(acc[kt][mt][2 * half + 1] - cur.x);
+          }
+          run[mt][half] = cur;
+        }
+      }
+    }
+    // combine the 4 threads of a quad (same rows), then across warps
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float2 v = run[mt][half];
+#pragma unroll
+        for (int off = 1; off < 4; off <<= 1) {
+          float2 o;
+          o.x = __shfl_xor_sync(0xffffffffu, v.x, off);
+          o.y = __shfl_xor_sync(0xffffffffu, v.y, off);
+          v = softmax_combine(v, o);
+        }
+        if (t4 == 0) sm.warp_stats[warp][mt * 16 + r4 + 8 * half] = v;
+      }
+    write_split_stats<MT * 16>(sm.warp_stats, stats_out, G);
+  }
+};
+
+/// Global path, 2-byte keys: grid (splits, Hkv, batch); logits and split statistics to global.
+template <class T, class KS, int D, int G>
+__global__ void __launch_bounds__(kScoreThreads) score_mma_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+  using Scan = MmaScan<T, D, G>;
+  __shared__ typename Scan::Shared sm;
+  ScanRange r;
+  float2* stats_out;
+  if (!global_scan_prologue<G>(p, &r, &stats_out)) return;
+  const int h = blockIdx.y, H = p.st.num_kv_heads;
+  const size_t ih = static_cast<size_t>(blockIdx.z) * H + h;
+  const size_t sh = static_cast<size_t>(r.slot) * H + h;
+  const LogitRows rows{p.logits + ih * G * p.ld, p.ld, 0};
+  Scan::run(sm, p.q + ih * G * D, p.st.keys + sh * p.st.max_nc * D, r.j0, r.j1, p.scale, rows, stats_out);
+}
+
+/// Global path, fp32 keys (generic FMA): one key per thread, q in shared memory.
 template <class T, class KS, int D, int G>
 __global__ void __launch_bounds__(kScoreThreads) score_simt_kernel(const __grid_constant__ SelectParams<T, KS> p) {
   using CT = cuda_type_t<T>;
@@ -246,29 +303,21 @@ __global__ void __launch_bounds__(kScoreThreads) score_simt_kernel(const __grid_
   constexpr int W = kScoreThreads / 32;
   __shared__ float sq[G][D];
   __shared__ float2 warp_stats[W][G];
-  const int split = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
-  const int H = p.st.num_kv_heads;
-  int slot, len;
-  if (!entry_length(p, i, &slot, &len)) return;
-  const int nc = num_compressed(len, p.st.window, p.st.stride);
-  const int chunk = score_chunk(nc, p.splits);
-  const int j0 = split * chunk;
-  const int j1 = min(nc, j0 + chunk);
-  float2* stats_out = p.stats + ((static_cast<size_t>(i) * H + h) * p.splits + split) * G;
-  if (j0 >= j1) {
-    for (int g = threadIdx.x; g < G; g += blockDim.x) stats_out[g] = make_float2(-INFINITY, 0.f);
-    return;
-  }
-  const CT* qh = as_cuda(p.q) + (static_cast<size_t>(i) * H + h) * G * D;
+  ScanRange r;
+  float2* stats_out;
+  if (!global_scan_prologue<G>(p, &r, &stats_out)) return;
+  const int h = blockIdx.y, H = p.st.num_kv_heads;
+  const size_t ih = static_cast<size_t>(blockIdx.z) * H + h;
+  const CT* qh = as_cuda(p.q) + ih * G * D;
   for (int e = threadIdx.x; e < G * D; e += blockDim.x) sq[e / D][e % D] = to_f32(qh[e]);
   __syncthreads();
-  const size_t sh = static_cast<size_t>(slot) * H + h;
+  const size_t sh = static_cast<size_t>(r.slot) * H + h;
   const CKS* keys = as_cuda(p.st.keys) + sh * p.st.max_nc * D;
-  float* logits = p.logits + (static_cast<size_t>(i) * H + h) * G * p.ld;
+  const LogitRows rows{p.logits + ih * G * p.ld, p.ld, 0};
   float2 run[G];
 #pragma unroll
   for (int g = 0; g < G; ++g) run[g] = make_float2(-INFINITY, 0.f);
-  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+  for (int j = r.j0 + threadIdx.x; j < r.j1; j += blockDim.x) {
     float acc[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) acc[g] = 0.f;
@@ -281,7 +330,7 @@ __global__ void __launch_bounds__(kScoreThreads) score_simt_kernel(const __grid_
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       const float x = acc[g] * p.scale;
-      logits[static_cast<size_t>(g) * p.ld + j] = x;
+      rows.store(g, j, x, 0.f, false);
       run[g] = softmax_combine(run[g], make_float2(x, 1.f));
     }
   }

@@ -1,8 +1,9 @@
 // nosa::detail: pooling to blocks and the two-stage top-k of the device selector.
 //
-// pool_kernel  grid (splits, Hkv, batch): combines the split softmax statistics, forms
-//              S[j] = sum_g exp(logit_gj - M_g) / den_g (host order: g ascending) for the windows
-//              of its block range, max-pools S and bc to blocks (Pq, Pe), forces sink/local/current.
+// pool_kernel  grid (splits, Hkv, batch), global path: combines the split softmax statistics,
+//              forms S[j] = sum_g exp(logit_gj - M_g) / den_g (host order: g ascending) for the
+//              windows of its block range, max-pools S and bc to blocks (Pq, Pe), forces
+//              sink/local/current. window_score and pool_block are shared with the cluster path.
 // select_kernel grid (Hkv, batch): top-k by radix select on order-preserving 32-bit keys
 //              (4 passes of 8 bits over a shared histogram) to find the k-th score, then one
 //              index-ordered pass with cub::BlockScan that takes every score above it and the
@@ -24,6 +25,36 @@ namespace detail {
 constexpr int kPoolThreads = 256;
 constexpr int kSelectThreads = 512;
 
+/// S[j] of DESIGN.md section 2 from the G logits of window j (logit(g)) and the combined
+/// softmax statistics: sum over g ascending of exp(l_gj - M_g) / den_g, the host's order and
+/// rounding (both paths use this).
+template <int G, class Logit>
+NOSA_DEVICE NOSA_FORCEINLINE float window_score(Logit logit, const float* sM, const float* sDen) {
+  float S = 0.f;
+#pragma unroll 4
+  for (int g = 0; g < G; ++g) S = __fadd_rn(S, __fdiv_rn(expf(logit(g) - sM[g]), sDen[g]));
+  return S;
+}
+
+/// Pq[m] (and Pe[m]) of block m: +inf for forced blocks, else the max of S (window_s(j)) and of
+/// the compressed scores cb[j] over the windows overlapping m (-inf when none does).
+template <bool NeedPe, class P, class WindowS>
+NOSA_DEVICE NOSA_FORCEINLINE void pool_block(const P& p, int m, int cur, int nc, const float* cb, WindowS window_s,
+                                             float* pq, float* pe) {
+  float vq = -INFINITY, ve = -INFINITY;
+  if (is_forced_block(m, cur, p.sink, p.local)) {
+    vq = ve = INFINITY;
+  } else {
+    const WindowRange r = windows_overlapping_block(m, p.block_size, p.st.window, p.st.stride, nc);
+    for (int j = r.first; j <= r.last; ++j) {
+      vq = fmaxf(vq, window_s(j));
+      if (NeedPe) ve = fmaxf(ve, cb[j]);
+    }
+  }
+  pq[m] = vq;
+  if (NeedPe) pe[m] = ve;
+}
+
 template <class T, class KS, int G, bool NeedPe>
 __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constant__ SelectParams<T, KS> p) {
   extern __shared__ float pool_smem[];
@@ -37,7 +68,6 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constan
   const int B = p.block_size, c = p.st.window, s = p.st.stride;
   const int nc = num_compressed(len, c, s);
   const int nb = num_blocks(len, B);
-  const int cur = nb - 1;
   const int bps = (nb + p.pool_splits - 1) / p.pool_splits;
   const int m0 = split * bps;
   const int m1 = min(nb, m0 + bps);
@@ -68,32 +98,14 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constan
   const WindowRange hi = windows_overlapping_block(m1 - 1, B, c, s, nc);
   const int jw0 = lo.first, jw1 = hi.last;
   const float* logits = p.logits + ih * G * p.ld;
-  for (int j = jw0 + threadIdx.x; j <= jw1; j += blockDim.x) {
-    float S = 0.f;
-#pragma unroll 4
-    for (int g = 0; g < G; ++g)
-      S = __fadd_rn(S, __fdiv_rn(expf(logits[static_cast<size_t>(g) * p.ld + j] - sM[g]), sDen[g]));
-    sS[j - jw0] = S;
-  }
+  for (int j = jw0 + threadIdx.x; j <= jw1; j += blockDim.x)
+    sS[j - jw0] = window_score<G>([&](int g) { return logits[static_cast<size_t>(g) * p.ld + j]; }, sM, sDen);
   __syncthreads();
   const size_t sh = static_cast<size_t>(slot) * H + h;
   const float* cb = p.st.cbias + sh * p.st.max_nc;
-  float* pq = p.pq + ih * p.max_nb;
-  float* pe = p.pe + ih * p.max_nb;
-  for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x) {
-    float vq = -INFINITY, ve = -INFINITY;
-    if (is_forced_block(m, cur, p.sink, p.local)) {
-      vq = ve = INFINITY;
-    } else {
-      const WindowRange r = windows_overlapping_block(m, B, c, s, nc);
-      for (int j = r.first; j <= r.last; ++j) {
-        vq = fmaxf(vq, sS[j - jw0]);
-        if (NeedPe) ve = fmaxf(ve, cb[j]);
-      }
-    }
-    pq[m] = vq;
-    if (NeedPe) pe[m] = ve;
-  }
+  for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
+    pool_block<NeedPe>(p, m, nb - 1, nc, cb, [&](int j) { return sS[j - jw0]; }, p.pq + ih * p.max_nb,
+                       p.pe + ih * p.max_nb);
 }
 
 /// Order-preserving map float -> uint32 (larger float -> larger key); -0 is treated as +0, as
@@ -110,7 +122,8 @@ struct SelectShared {
 };
 
 /// The k-th largest order key among x[0..n) (1 <= k <= n) and how many elements equal to it
-/// belong to the top k (`need`, >= 1). Block-wide; every thread gets the result.
+/// belong to the top k (`need`, >= 1). Block-wide (blockDim.x a multiple of 32); every thread
+/// gets the result. -DNOSA_SELECT_PLAIN_HISTOGRAM restores one shared atomic per element (A/B).
 NOSA_DEVICE inline void radix_select(const float* x, int n, int k, SelectShared& sh, unsigned* thr, int* need) {
   unsigned prefix = 0, mask = 0;
   int k_rem = k;
@@ -118,10 +131,28 @@ NOSA_DEVICE inline void radix_select(const float* x, int n, int k, SelectShared&
     const int shift = 24 - 8 * pass;
     for (int b = threadIdx.x; b < 256; b += blockDim.x) sh.hist[b] = 0;
     __syncthreads();
+#if defined(NOSA_SELECT_PLAIN_HISTOGRAM)
     for (int m = threadIdx.x; m < n; m += blockDim.x) {
       const unsigned key = order_key(x[m]);
       if ((key & mask) == prefix) atomicAdd(&sh.hist[(key >> shift) & 255u], 1u);
     }
+#else
+    // Warp-aggregated: scores of a head share a few exponent bytes (and forced blocks are all
+    // +inf), so many lanes hit the same bin; one atomic per distinct bin per warp instead. The
+    // trip count is uniform over the block (blockDim.x is a multiple of 32), so whole warps reach
+    // __match_any_sync. Integer counts: the histogram is the same as with one atomic per element.
+    for (int base = 0; base < n; base += blockDim.x) {
+      const int m = base + static_cast<int>(threadIdx.x);
+      unsigned bin = 256u;  // not counted
+      if (m < n) {
+        const unsigned key = order_key(x[m]);
+        if ((key & mask) == prefix) bin = (key >> shift) & 255u;
+      }
+      const unsigned peers = __match_any_sync(0xffffffffu, bin);
+      if (bin < 256u && (threadIdx.x & 31u) == static_cast<unsigned>(__ffs(peers) - 1))
+        atomicAdd(&sh.hist[bin], static_cast<unsigned>(__popc(peers)));
+    }
+#endif
     __syncthreads();
     if (threadIdx.x < 32) {
       // lane l owns bins 255-8l down to 248-8l (descending), so lane order is descending keys
