@@ -16,7 +16,8 @@
 //      the tail block) already in a slot, gives the missing ones the victim slots (free first,
 //      then least recently needed: see nosa/host/residency_model.h) and writes slot_ids. Only the
 //      missing blocks move: ZeroCopyGather / DeviceResident copy them in the same kernel (each CTA
-//      its own group's blocks, right after its diff); CopyEngine gets a transfer list instead.
+//      its own group's blocks, right after its diff; ZeroCopyGatherBulk with TMA bulk copies);
+//      CopyEngine gets a transfer list instead.
 //   4. attention reads k/v/bias_slots through slot_ids.
 // Graph capture: with ZeroCopyGather and DeviceResident, append_decode and make_resident are
 // one fixed-shape kernel each (for a given batch), no host sync, no allocation. Page allocation is host-side
@@ -108,8 +109,9 @@ struct SlotCacheView {
 };
 
 /// T: bfloat16_t / float16_t / float. Geo: geometry (block_size, head_dim). Policy:
-/// ZeroCopyGather, CopyEngine or DeviceResident (nosa/transfer_policy.h). HostLayout: element
-/// order of the pool pages. Not thread-safe; all calls on one host thread.
+/// ZeroCopyGather (ZeroCopyGatherBulk: TMA copy loop), CopyEngine or DeviceResident
+/// (nosa/transfer_policy.h). HostLayout: element order of the pool pages. Not thread-safe; all
+/// calls on one host thread.
 template <class T, class Geo, class Policy, HeadLayout HostLayout = Geo::layout>
 class Residency {
   static_assert(geometry_check_v<Geo>);
@@ -122,8 +124,11 @@ class Residency {
   using CudaT = detail::cuda_type_t<T>;
   static constexpr int B = Geo::block_size;
   static constexpr int D = Geo::head_dim;
-  static constexpr int kMaxSlotsPerHead = 2048;
-  static constexpr int kMaxBlocks = 1024;
+  static constexpr int kMaxSlotsPerHead = detail::kDiffMaxSlots;
+  static constexpr int kMaxBlocks = detail::kDiffMaxBlocks;
+  /// The fused diff + copy kernel uses TMA bulk copies (ZeroCopyGatherBulk; sm_90 device code,
+  /// SM loads elsewhere).
+  static constexpr bool kBulkCopy = Policy::kind == TransferKind::kZeroCopyGather && Policy::gather_copy == GatherCopy::kBulk;
 
   /// Bytes moved per transferred (head) block: K + V + bias.
   static constexpr std::size_t block_bytes() { return 2 * static_cast<std::size_t>(B) * D * sizeof(T) + B * sizeof(float); }
@@ -188,6 +193,7 @@ class Residency {
     items_ = w.at<int4>(workspace, 7);
     counters_ = w.at<detail::ResidencyDeviceCounters>(workspace, 8);
     const std::size_t L = pc_.num_layers;
+    throw_if_error(allow_diff_smem());
     throw_if_error(init(L, stream));
     if constexpr (Policy::kind == TransferKind::kCopyEngine) {
       const std::size_t n = static_cast<std::size_t>(cfg_.max_batch) * pc_.num_kv_heads * (cfg_.max_blocks + 1);
@@ -357,7 +363,7 @@ class Residency {
     dp.page_table = layer_table(layer);
     dp.items = items_;
     dp.counters = counters_;
-    const std::size_t smem = detail::diff_smem_bytes(cfg_.slots_per_head, max_blocks);
+    const std::size_t smem = detail::diff_smem_bytes<CudaT, B, D, kBulkCopy>(cfg_.slots_per_head, max_blocks);
     const int grid = batch * pc_.num_kv_heads;
     if constexpr (Policy::kind == TransferKind::kCopyEngine) {
       NOSA_CUDA_TRY(cudaMemsetAsync(&counters_->items, 0, sizeof(int), stream));
@@ -372,7 +378,7 @@ class Residency {
       dp.k_slots = s.k;
       dp.v_slots = s.v;
       dp.bias_slots = s.bias;
-      detail::residency_diff_kernel<CudaT, B, D, HostLayout, true><<<grid, detail::kDiffThreads, smem, stream>>>(dp);
+      detail::residency_diff_kernel<CudaT, B, D, HostLayout, true, kBulkCopy><<<grid, detail::kDiffThreads, smem, stream>>>(dp);
       NOSA_CUDA_TRY_LAUNCH(residency_diff_kernel);
       return {};
     }
@@ -402,6 +408,21 @@ class Residency {
   }
 
  private:
+  // The diff kernel's shared memory can pass the 48 KiB default (bulk stages: 64 KiB): opt in once
+  // here, for the largest max_blocks a call may pass (a launch never changes the attribute, so
+  // make_resident stays capturable).
+  Status allow_diff_smem() const {
+    const std::size_t smem = detail::diff_smem_bytes<CudaT, B, D, kBulkCopy>(cfg_.slots_per_head, cfg_.max_blocks);
+    if (smem <= 48 * 1024) return {};
+    constexpr bool kCopy = Policy::kind != TransferKind::kCopyEngine;
+    cudaError_t e = cudaFuncSetAttribute(detail::residency_diff_kernel<CudaT, B, D, HostLayout, kCopy, kBulkCopy>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess)
+      return Status(StatusCode::kCudaError, std::string("cudaFuncSetAttribute(diff kernel, ") + std::to_string(smem) +
+                                                " bytes of shared memory) failed: " + cudaGetErrorString(e));
+    return {};
+  }
+
   Status init(std::size_t L, cudaStream_t stream) {
     NOSA_CUDA_TRY(cudaMemsetAsync(block_, 0xff, L * num_slots_ * sizeof(int), stream));
     NOSA_CUDA_TRY(cudaMemsetAsync(stamp_, 0, L * num_slots_ * sizeof(int), stream));

@@ -52,14 +52,14 @@ ResidencyScenarioResult run(const ResidencyScenario& sc) {
   using Fmt = typename Pool::Format;
   constexpr int B = Geo::block_size, D = Geo::head_dim;
   constexpr bool on_host = Policy::pool_on_host;
-  const int H = 2, L = 2, MAXSEQ = 6, MBPS = 48;
+  const int H = 2, L = 2, MAXSEQ = 6, MBPS = sc.max_blocks_per_sequence;
   ResidencyScenarioResult r;
   std::mt19937 rng(sc.seed);
   auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   auto coin = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
 
   nosa::HostPoolConfig pc{L, H, MAXSEQ, MBPS};
-  const long long pages = static_cast<long long>(MAXSEQ) * L * 30;  // less than full: reuse matters
+  const long long pages = static_cast<long long>(MAXSEQ) * L * sc.pages_per_sequence;  // less than full: reuse matters
   const size_t pool_bytes = Pool::bytes_for_blocks(H, pages);
   std::unique_ptr<nosa::PinnedHostMemory> pinned;
   void* dev_pool = nullptr;
@@ -117,7 +117,7 @@ ResidencyScenarioResult run(const ResidencyScenario& sc) {
 
   // Prompt of n tokens appended in one or two chunks.
   auto join = [&](int seq) {
-    const int n = uni(1, (MBPS - 8) * B / 2);
+    const int n = uni(std::min(sc.min_prompt_tokens, (MBPS - 8) * B / 2), (MBPS - 8) * B / 2);
     RES_CHECK_STATUS(res.add_sequence(seq));
     model.reset_sequence(seq);
     RES_CHECK_STATUS(res.reserve(seq, n + B, stream));  // one block of lookahead
@@ -317,6 +317,8 @@ ResidencyScenarioResult dispatch_policy(const ResidencyScenario& s) {
   using nosa::HeadLayout;
   if (s.policy == ResPolicy::kZeroCopy && s.layout == ResLayout::kNHD) return run<Geo, nosa::ZeroCopyGather, HeadLayout::kNHD>(s);
   if (s.policy == ResPolicy::kZeroCopy && s.layout == ResLayout::kHND) return run<Geo, nosa::ZeroCopyGather, HeadLayout::kHND>(s);
+  if (s.policy == ResPolicy::kZeroCopyBulk && s.layout == ResLayout::kNHD) return run<Geo, nosa::ZeroCopyGatherBulk, HeadLayout::kNHD>(s);
+  if (s.policy == ResPolicy::kZeroCopyBulk && s.layout == ResLayout::kHND) return run<Geo, nosa::ZeroCopyGatherBulk, HeadLayout::kHND>(s);
   if (s.policy == ResPolicy::kCopyEngine && s.layout == ResLayout::kHND) return run<Geo, nosa::CopyEngine, HeadLayout::kHND>(s);
   if (s.policy == ResPolicy::kDeviceResident && s.layout == ResLayout::kNHD)
     return run<Geo, nosa::DeviceResident, HeadLayout::kNHD>(s);
@@ -329,16 +331,31 @@ ResidencyScenarioResult dispatch_policy(const ResidencyScenario& s) {
   return r;
 }
 
+#if defined(NOSA_FULL_MATRIX)
+// Only the zero-copy copy loops: a 32 KiB matrix is two bulk stages.
+template <class Geo>
+ResidencyScenarioResult dispatch_zero_copy(const ResidencyScenario& s) {
+  using nosa::HeadLayout;
+  if (s.policy == ResPolicy::kZeroCopy && s.layout == ResLayout::kNHD) return run<Geo, nosa::ZeroCopyGather, HeadLayout::kNHD>(s);
+  if (s.policy == ResPolicy::kZeroCopyBulk && s.layout == ResLayout::kNHD) return run<Geo, nosa::ZeroCopyGatherBulk, HeadLayout::kNHD>(s);
+  if (s.policy == ResPolicy::kZeroCopyBulk && s.layout == ResLayout::kHND) return run<Geo, nosa::ZeroCopyGatherBulk, HeadLayout::kHND>(s);
+  ResidencyScenarioResult r;
+  r.error = "wide shape: only ZeroCopy NHD and ZeroCopyBulk NHD/HND are compiled in";
+  return r;
+}
+#endif
+
 }  // namespace
 
 ResidencyScenarioResult run_residency_scenario(const ResidencyScenario& s) {
   try {
     if (s.shape == ResShape::kSmall) return dispatch_policy<nosa::Geometry<16, 64, 1, nosa::HeadLayout::kHND>>(s);
 #if defined(NOSA_FULL_MATRIX)
+    if (s.shape == ResShape::kWide) return dispatch_zero_copy<nosa::Geometry<128, 128, 8, nosa::HeadLayout::kHND>>(s);
     return dispatch_policy<nosa::Geometry<64, 128, 16, nosa::HeadLayout::kHND>>(s);
 #else
     ResidencyScenarioResult r;
-    r.error = "large shape needs -DNOSA_FULL_MATRIX=ON";
+    r.error = "large and wide shapes need -DNOSA_FULL_MATRIX=ON";
     return r;
 #endif
   } catch (const std::exception& e) {

@@ -7,9 +7,13 @@
 
 namespace nosa_test {
 
-enum class ResPolicy { kZeroCopy = 0, kCopyEngine = 1, kDeviceResident = 2 };
+// kZeroCopy: ZeroCopyGather (SM-load copy loop); kZeroCopyBulk: ZeroCopyGatherBulk (TMA bulk copy
+// loop on sm_90, the SM loop elsewhere).
+enum class ResPolicy { kZeroCopy = 0, kCopyEngine = 1, kDeviceResident = 2, kZeroCopyBulk = 3 };
 enum class ResLayout { kNHD = 0, kHND = 1 };
-enum class ResShape { kSmall = 0, kLarge = 1 };  // small: B=16 D=64 bf16; large: B=64 D=128 bf16
+// small: B=16 D=64 bf16; large: B=64 D=128 bf16 (16 KiB matrices: one bulk stage each); wide:
+// B=128 D=128 bf16 (32 KiB matrices: two bulk stages each). Large and wide need NOSA_FULL_MATRIX.
+enum class ResShape { kSmall = 0, kLarge = 1, kWide = 2 };
 
 struct ResidencyScenario {
   ResPolicy policy = ResPolicy::kZeroCopy;
@@ -20,6 +24,9 @@ struct ResidencyScenario {
   double change_rate = 0.2;  // share of the previous selection replaced each step
   int slots_per_head = 12;
   int budget = 8;
+  int max_blocks_per_sequence = 48;  // prompts are up to (this - 8) * B / 2 tokens long
+  int min_prompt_tokens = 1;
+  int pages_per_sequence = 30;       // pool pages per (sequence slot, layer), on average
 };
 
 struct ResidencyScenarioResult {
