@@ -340,6 +340,7 @@ class DeviceSelector {
   static constexpr int kMinKeysPerSplit = 64;
   static constexpr int kScanKeysPerSplit = 256;  // scoring CTAs of large grids
   static constexpr int kFixedSplitWaves = 2;
+  static constexpr int kClusterKeysPerCta = 512;  // cluster path: target keys per CTA (choose_cluster)
 
   static Layout layout(const Config& cfg) {
     Layout l;
@@ -458,16 +459,22 @@ class DeviceSelector {
     }
   }
 
-  /// Cluster size for `batch` entries (0: none usable): the largest usable one. Measured on an
-  /// H100 (bench_selector BM_ClusterSize, 128K context, batch 1-128, Hkv 2 and 8; see
-  /// docs/notes/selector.md): more CTAs per head won at every batch; a wave model that traded
-  /// cluster size for fewer waves picked C = 8-11 at large batches and was 20-30 % slower. The
-  /// scan of one CTA is latency-bound, so the number of CTAs streaming keys is what counts.
+  /// Cluster size for `batch` entries (0: none usable): the smallest usable C whose CTAs hold at
+  /// most kClusterKeysPerCta compressed keys of the longest head, else the largest usable C.
+  /// Measured on an H100 (bench_selector, Hkv 2/8, batch 1-128; docs/notes/selector.md): at 128K
+  /// (8191 keys) C = 16 was fastest at every batch, and a wave model that traded cluster size for
+  /// fewer waves (C = 8-11) was 20-30 % slower; at 32K, C = 16 (128 keys per CTA) was 40 % slower
+  /// than 512 keys per CTA. A CTA's scan is latency-bound, so it wants enough CTAs streaming keys
+  /// but enough keys per CTA to amortize its prologue and the cluster barriers.
   int choose_cluster(int batch) const {
     (void)batch;
-    for (int c = detail::kMaxClusterSize; c >= detail::kMinClusterSize; --c)
-      if (clusters_[c].active > 0) return c;
-    return 0;
+    int largest = 0;
+    for (int c = detail::kMinClusterSize; c <= detail::kMaxClusterSize; ++c) {
+      if (clusters_[c].active <= 0) continue;
+      if (clusters_[c].keys <= kClusterKeysPerCta) return c;
+      largest = c;
+    }
+    return largest;
   }
 
   /// The cluster size of this call (0 = global path) from SelectArgs::path and cluster_size.
