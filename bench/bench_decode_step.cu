@@ -45,7 +45,8 @@
 // start-up in this binary (D2D cudaMemcpy; pinned H2D cudaMemcpy).
 //
 // Extra flags (before the Google Benchmark ones): --rho R, --gpu_budget_gib X, --pinned_cap_gib X,
-// --max_batch N (cap for every run), --steps N (timed steps per run, default 24).
+// --max_batch N (cap for every run), --steps N (timed steps per run, default 24), --overlap_chunks N
+// (DecodeConfig::overlap_chunks of the sparse runs; default: the library's).
 #include <nosa/attention.cuh>
 #include <nosa/decode_step.cuh>
 
@@ -81,6 +82,7 @@ struct Flags {
   double pinned_cap_gib = 32.0;
   int max_batch = 128;
   int steps = 24;
+  int overlap_chunks = 0;  // > 0: DecodeConfig::overlap_chunks (else the library's default)
 } g_flags;
 
 struct Ceilings {
@@ -326,6 +328,7 @@ struct DecoderRun {
     c.max_tokens = max_tokens;
     c.pool_blocks = static_cast<long long>(batch) * ((max_tokens + kB - 1) / kB);
     c.overlap = true;
+    if (g_flags.overlap_chunks > 0) c.overlap_chunks = g_flags.overlap_chunks;
     return c;
   }
   /// GPU bytes of a batch (workspace, plus the pool when it lives on the device).
@@ -873,9 +876,9 @@ double calibrate_rho(long long ctx) {
 
 void print_table() {
   std::printf("\nresults (%s; HBM ceiling %.2f TB/s, pinned H2D ceiling %.1f GB/s, both measured now; rho %.4f at 32K, "
-              "%.4f at 128K; GPU budget %.2f GiB per layer; 1 layer)\n",
+              "%.4f at 128K; GPU budget %.2f GiB per layer; 1 layer; overlap_chunks %d)\n",
               g_gpu_name.c_str(), g_ceil.hbm / 1e12, g_ceil.pcie / 1e9, rho_for(32768), rho_for(131072),
-              g_flags.gpu_budget_gib);
+              g_flags.gpu_budget_gib, g_flags.overlap_chunks > 0 ? g_flags.overlap_chunks : nosa::DecodeConfig{}.overlap_chunks);
   std::printf("| context | mode | batch | GPU GiB | pinned GiB | tokens/s | step us | overlap | moved/needed | "
               "select us | transfer us | attend us | append us | HBM MB | PCIe MB | bound %% |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -926,6 +929,7 @@ int main(int argc, char** argv) {
       continue;
     if (val("max_batch", &x)) { g_flags.max_batch = static_cast<int>(x); continue; }
     if (val("steps", &x)) { g_flags.steps = std::max(2, static_cast<int>(x)); continue; }
+    if (val("overlap_chunks", &x)) { g_flags.overlap_chunks = static_cast<int>(x); continue; }
     rest.push_back(argv[i]);
   }
   int n = static_cast<int>(rest.size());

@@ -18,11 +18,13 @@
 //   2. select   block ids per (sequence, KV head)                              (DeviceSelector)
 //   3. resident diff against the slot cache, move only the missing blocks    (Residency)
 //   4. attend   split-KV block-sparse attention over the slots, bias per policy (decode_attention)
-// Overlap: the batch is cut in two halves after step 2. Half A's blocks are made resident first;
-// its attention then runs on the second stream while half B's diff and transfer run on `stream`;
-// the streams join with events before layer_step returns. Each sequence's computation does not
-// depend on the split (fixed split-KV factor, per-entry kernels), so the result is bit-identical
-// with overlap on or off.
+// Overlap: the batch is cut into DecodeConfig::overlap_chunks micro-batches after step 2. Chunk
+// c's blocks are made resident on `stream`, then its attention runs on the second stream while
+// chunk c+1's diff and transfer run on `stream` (the side stream runs the attentions in order, so
+// they share one workspace); the last chunk attends on `stream`, and the streams join with an
+// event before layer_step returns. Each sequence's computation does not depend on the split
+// (fixed split-KV factor, per-entry kernels), so the result is bit-identical for any chunk count
+// and with overlap off.
 //
 // Tensors (device memory, caller-owned, 16-byte aligned; Hq = Hkv * G):
 //   q    [batch][Hq][D] T       post-RoPE queries of the current token
@@ -78,7 +80,10 @@ struct DecodeConfig {
   int slots_per_head = 0;     ///< GPU slots per (sequence, layer, KV head); 0 = max_blocks()
   SelectionParams params;     ///< selection parameters (validated against the block size)
   int attention_splits = 0;   ///< split-KV factor; 0 = chosen once from max_batch and the GPU
-  bool overlap = true;        ///< overlap half the batch's transfer with the other half's attention
+  bool overlap = true;        ///< overlap transfers with attention across micro-batches (below)
+  int overlap_chunks = 2;     ///< micro-batches of a step when overlap is on (1..64); 2 measured
+                              ///< fastest on an H100 (docs/notes/decode_step.md): each attention
+                              ///< call has a latency floor, so smaller chunks add more than they hide
 
   /// Blocks attended per (sequence, KV head): the budget, or every block for the dense selector.
   template <int B>
@@ -120,6 +125,7 @@ class Decoder {
     if (c.max_tokens < 1) return bad("max_tokens", c.max_tokens, "must be >= 1");
     if (c.pool_blocks < 1) return bad("pool_blocks", c.pool_blocks, "must be >= 1");
     if (c.slots_per_head < 0) return bad("slots_per_head", c.slots_per_head, "must be >= 0");
+    if (c.overlap_chunks < 1 || c.overlap_chunks > 64) return bad("overlap_chunks", c.overlap_chunks, "must be in [1, 64]");
     if (c.slots_per_head > 0 && c.slots_per_head < c.max_blocks<B>(kKind))
       return bad("slots_per_head", c.slots_per_head, "must be >= the blocks attended per head (budget)");
     NOSA_RETURN_IF_ERROR(c.params.validate(B));
@@ -354,12 +360,16 @@ class Decoder {
     sa.counts = counts_;
     NOSA_RETURN_IF_ERROR(sel.select(sa, stream));
 
-    const int half = (cfg_.overlap && batch_ >= 2) ? batch_ / 2 : batch_;
-    NOSA_RETURN_IF_ERROR(resident_and_attend(layer, 0, half, q, o, lse, stream, /*attend_on_side=*/half < batch_));
-    if (half < batch_) {
-      NOSA_RETURN_IF_ERROR(resident_and_attend(layer, half, batch_ - half, q, o, lse, stream, false));
-      NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[1], 0));  // join the side stream
+    // Micro-batches: chunk c's diff + transfer (on `stream`) runs beside chunk c-1's attention
+    // (on the side stream); the last chunk attends on `stream`. Ideally the step then costs
+    // transfer + attention / chunks instead of transfer + attention.
+    const int chunks = cfg_.overlap ? std::min(batch_, cfg_.overlap_chunks) : 1;
+    const int per = (batch_ + chunks - 1) / chunks;
+    for (int first = 0; first < batch_; first += per) {
+      const int n = std::min(per, batch_ - first);
+      NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/first + n < batch_));
     }
+    if (per < batch_) NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[1], 0));  // join the side stream
     return {};
   }
 

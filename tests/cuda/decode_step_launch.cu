@@ -97,6 +97,7 @@ DecodeStepReport run(const DecodeStepScenario& sc) {
   cfg.params = small_params();
   cfg.slots_per_head = cfg.params.budget + sc.extra_slots;
   cfg.overlap = sc.overlap;
+  cfg.overlap_chunks = sc.overlap_chunks;
   cfg.attention_splits = 3;  // fixed: the overlap on/off runs must be comparable bit for bit
 
   // Initial sequences and their prompts (generated up front so the tight pool can be sized).
@@ -344,6 +345,9 @@ std::vector<std::string> decode_step_error_checks() {
     c = good;
     c.pool_blocks = 0;
     expect(Dec::validate(c), nosa::StatusCode::kInvalidArgument, "pool_blocks", "pool_blocks = 0");
+    c = good;
+    c.overlap_chunks = 0;
+    expect(Dec::validate(c), nosa::StatusCode::kInvalidArgument, "overlap_chunks", "overlap_chunks = 0");
     expect(Dec::sizes(good, nullptr), nosa::StatusCode::kInvalidArgument, "out", "sizes(nullptr)");
   }
   nosa::DecodeSizes sizes;

@@ -14,6 +14,7 @@ struct DecodeStepScenario {
   StepTransfer transfer = StepTransfer::kZeroCopy;
   StepSelector selector = StepSelector::kNosa;
   bool overlap = true;
+  int overlap_chunks = 2;     ///< DecodeConfig::overlap_chunks (micro-batches when overlap is on)
   int layers = 2;
   int steps = 24;
   int extra_slots = 4;        ///< slots per head beyond the budget

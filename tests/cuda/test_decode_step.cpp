@@ -76,20 +76,24 @@ TEST_CASE("decode step: device-resident pool (no offload)") {
   check(s);
 }
 
-TEST_CASE("decode step: overlap on and off give identical outputs") {
+TEST_CASE("decode step: overlap off and on (2, 3 and 4 micro-batches) give identical outputs") {
   NOSA_REQUIRE_GPU();
   DecodeStepScenario s;
   s.seed = 7;
   s.steps = 12;
-  s.overlap = true;
-  const auto with = check(s);
   s.overlap = false;
   const auto without = check(s);
-  REQUIRE(with.outputs.size() == without.outputs.size());
-  std::size_t differing = 0;
-  for (std::size_t i = 0; i < with.outputs.size(); ++i)
-    if (std::memcmp(&with.outputs[i], &without.outputs[i], sizeof(float)) != 0) ++differing;
-  CHECK(differing == 0);
+  s.overlap = true;
+  for (int chunks : {2, 3, 4}) {
+    s.overlap_chunks = chunks;
+    const auto with = check(s);
+    REQUIRE(with.outputs.size() == without.outputs.size());
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < with.outputs.size(); ++i)
+      if (std::memcmp(&with.outputs[i], &without.outputs[i], sizeof(float)) != 0) ++differing;
+    INFO("overlap_chunks " << chunks);
+    CHECK(differing == 0);
+  }
 }
 
 TEST_CASE("decode step: a full host pool refuses a step and every sequence stays valid") {
