@@ -1,7 +1,9 @@
 // Prefill throughput of one sequence: dense causal attention (baseline without bias, NOSA^F with
 // bias) and NOSA^S / InfLLM-V2 sparse prefill (compression + per-row selection + block-sparse
 // attention), for 32K and 128K prompts, Hkv = 2, G = 16, D = 128, bf16, B = 64, release
-// selection parameters. Manual time from CUDA events, one warm-up call before timing.
+// selection parameters; plus B = 32 and B = 128 at 32K (same parameters, counted in blocks of
+// B, so the token budget scales with B; dense attention does not depend on B). Manual time
+// from CUDA events, one warm-up call before timing.
 //
 // Counters: tokens/s (prompt tokens per second), TFLOP/s of the attention's useful work
 // (4*D FLOPs per (query head, attended token) pair: causal pairs for dense, the selected tokens
@@ -25,7 +27,8 @@ namespace {
 constexpr int kD = 128, kG = 16, kHkv = 2, kHq = kHkv * kG;
 double g_matmul_tflops = 0;  // measured by measure_matmul_ceiling() before the benchmarks run
 using T = nosa::bfloat16_t;
-using Geo = nosa::Geometry<64, kD, kG, nosa::HeadLayout::kHND>;
+template <int B>
+using GeoOf = nosa::Geometry<B, kD, kG, nosa::HeadLayout::kHND>;
 
 #define BENCH_CUDA(expr)                                                                \
   do {                                                                                  \
@@ -68,7 +71,9 @@ __global__ void fill_bias_kernel(float* b, long long n, long long L) {
     b[i] = 1.5f * __sinf(0.013f * static_cast<float>(i % L) + static_cast<float>(i / L)) + 0.3f * hash_uniform(i, 5);
 }
 
+template <int B>
 struct Problem {
+  using Geo = GeoOf<B>;
   long long L = 0;
   T *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *hi = nullptr, *lo = nullptr;
   float *bias = nullptr, *lse = nullptr, *scores = nullptr;
@@ -159,8 +164,8 @@ struct Problem {
     BENCH_CUDA(cudaMemcpy(c.data(), counts, c.size() * 4, cudaMemcpyDeviceToHost));
     double pairs = 0;
     for (long long i = 0; i < L; ++i)
-      for (int h = 0; h < kHkv; ++h)  // the current block (always selected) holds i%64+1 tokens
-        pairs += static_cast<double>(c[i * kHkv + h]) * 64 - (63 - i % 64);
+      for (int h = 0; h < kHkv; ++h)  // the current block (always selected) holds i%B+1 tokens
+        pairs += static_cast<double>(c[i * kHkv + h]) * B - (B - 1 - i % B);
     return pairs * kG * 4.0 * kD;
   }
 };
@@ -173,10 +178,11 @@ void report(benchmark::State& state, long long L, double seconds_per_iter, doubl
 }
 
 // mode 0: dense no bias (baseline), 1: dense with bias (NOSA^F)
-void BM_dense(benchmark::State& state) {
+template <int B>
+void run_dense(benchmark::State& state) {
   const long long L = state.range(0);
   const bool bias = state.range(1) != 0;
-  Problem p(L);
+  Problem<B> p(L);
   cudaEvent_t e0, e1;
   BENCH_CUDA(cudaEventCreate(&e0));
   BENCH_CUDA(cudaEventCreate(&e1));
@@ -200,12 +206,13 @@ void BM_dense(benchmark::State& state) {
 
 // Sparse prefill: compression + selection + attention; the selection and attention shares are
 // reported as select_ms / attn_ms, attn_TFLOP_s counts the attention time only.
-void BM_sparse(benchmark::State& state) {
+template <int B>
+void run_sparse(benchmark::State& state) {
   const long long L = state.range(0);
   const auto kind = state.range(1) == 0 ? nosa::SelectorKind::kNosa : nosa::SelectorKind::kInfllmV2;
   const bool bias = kind == nosa::SelectorKind::kNosa;
   const bool use_lo = state.range(2) != 0;  // 0: stage 1 on bf16-rounded compressed keys only
-  Problem p(L);
+  Problem<B> p(L);
   cudaEvent_t e0, e1, e2;
   BENCH_CUDA(cudaEventCreate(&e0));
   BENCH_CUDA(cudaEventCreate(&e1));
@@ -241,12 +248,35 @@ void BM_sparse(benchmark::State& state) {
   cudaEventDestroy(e2);
 }
 
+/// The block size B is the last benchmark argument (compiled in: 32, 64, 128).
+template <template <int> class Fn>
+void by_block_size(benchmark::State& state, int arg) {
+  switch (state.range(arg)) {
+    case 32: return Fn<32>::run(state);
+    case 64: return Fn<64>::run(state);
+    case 128: return Fn<128>::run(state);
+    default: state.SkipWithError("block size B must be 32, 64 or 128");
+  }
+}
+template <int B>
+struct Dense {
+  static void run(benchmark::State& state) { run_dense<B>(state); }
+};
+template <int B>
+struct Sparse {
+  static void run(benchmark::State& state) { run_sparse<B>(state); }
+};
+void BM_dense(benchmark::State& state) { by_block_size<Dense>(state, 2); }
+void BM_sparse(benchmark::State& state) { by_block_size<Sparse>(state, 3); }
+
 }  // namespace
 
-BENCHMARK(BM_dense)->ArgNames({"L", "bias"})->Args({32768, 0})->Args({32768, 1})->Args({131072, 0})->Args({131072, 1})
+BENCHMARK(BM_dense)->ArgNames({"L", "bias", "B"})->Args({32768, 0, 64})->Args({32768, 1, 64})->Args({131072, 0, 64})
+    ->Args({131072, 1, 64})->Args({32768, 1, 32})->Args({32768, 1, 128})
     ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
-BENCHMARK(BM_sparse)->ArgNames({"L", "infllm", "lo"})->Args({32768, 0, 1})->Args({32768, 1, 1})->Args({32768, 0, 0})
-    ->Args({131072, 0, 1})->Args({131072, 1, 1})->Args({131072, 0, 0})
+BENCHMARK(BM_sparse)->ArgNames({"L", "infllm", "lo", "B"})->Args({32768, 0, 1, 64})->Args({32768, 1, 1, 64})
+    ->Args({32768, 0, 0, 64})->Args({131072, 0, 1, 64})->Args({131072, 1, 1, 64})->Args({131072, 0, 0, 64})
+    ->Args({32768, 0, 1, 32})->Args({32768, 1, 1, 32})->Args({32768, 0, 1, 128})->Args({32768, 1, 1, 128})
     ->UseManualTime()->Unit(benchmark::kMillisecond)->Iterations(3);
 
 namespace {

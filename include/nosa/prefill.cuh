@@ -38,6 +38,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <string>
@@ -100,6 +101,9 @@ struct PrefillSelectArgs {
   int* block_ids = nullptr;  ///< [num_rows][Hkv][params.budget] written, ascending
   int* counts = nullptr;     ///< [num_rows][Hkv] written: min(budget, ceil((i+1)/B))
 };
+// Block size: Geo::block_size B is the selection unit (any of 16, 32, 64, 128); block_ids are
+// block indices m (tokens [m*B, m*B + B)), params.budget / local / sink / query_aware count
+// blocks of B tokens.
 
 namespace detail {
 namespace prefill {
@@ -112,9 +116,9 @@ inline Status check_element_ptr(const void* ptr, const char* name) {
 template <class Geo>
 inline Status check_geometry(const char* fn) {
   static_assert(geometry_check_v<Geo>);
-  if (Geo::block_size != kKeyTile)
-    return not_supported(std::string(fn) + ": block_size " + std::to_string(Geo::block_size) +
-                         " (prefill kernels are compiled for block_size 64)");
+  // Every Geometry block size (16, 32, 64, 128) divides the 64-token key tile or is a multiple.
+  if (Geo::block_size % 16 != 0 || (kKeyTile % Geo::block_size != 0 && Geo::block_size % kKeyTile != 0))
+    return not_supported(std::string(fn) + ": block_size " + std::to_string(Geo::block_size) + " (supported: 16, 32, 64, 128)");
   if (Geo::head_dim != 64 && Geo::head_dim != 128 && Geo::head_dim != 256)
     return not_supported(std::string(fn) + ": head_dim " + std::to_string(Geo::head_dim) + " (supported: 64, 128, 256)");
   if (Geo::group_size < 1 || Geo::group_size > 32)
@@ -124,11 +128,25 @@ inline Status check_geometry(const char* fn) {
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+/// Dynamic shared memory one block of the current device may opt in to (queried once per
+/// device: a pure query, also legal while a stream is being captured).
+inline Status device_smem_optin(int* bytes) {
+  constexpr int kCachedDevices = 64;
+  static std::atomic<int> cached[kCachedDevices];  // 0: not yet queried
+  int device = 0;
+  NOSA_CUDA_TRY(cudaGetDevice(&device));
+  const bool cacheable = device >= 0 && device < kCachedDevices;
+  if (cacheable && (*bytes = cached[device].load(std::memory_order_relaxed)) > 0) return {};
+  NOSA_CUDA_TRY(cudaDeviceGetAttribute(bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (cacheable) cached[device].store(*bytes, std::memory_order_relaxed);
+  return {};
+}
+
 }  // namespace prefill
 }  // namespace detail
 
 /// Bytes of dynamic shared memory the attention kernel needs for rows < max_tokens (sparse
-/// mode keeps a bitmask of ceil(max_tokens / 64) bits).
+/// mode keeps a bitmask of ceil(max_tokens / 64) bits, one per 64-token key tile).
 template <class Geo>
 inline int prefill_attention_smem_bytes(long long max_tokens) {
   return detail::prefill::attn_smem_bytes<Geo::head_dim>(
@@ -137,11 +155,13 @@ inline int prefill_attention_smem_bytes(long long max_tokens) {
 
 /// Dense or block-sparse causal attention of rows [first_row, first_row + num_rows).
 /// Needs no workspace. o/lse rows of q rows past the chunk are untouched.
+/// Sparse: block m of row i covers tokens [m*B, m*B + B) of Geo::block_size B (any of 16, 32,
+/// 64, 128); row i attends to the tokens <= i of the blocks in its ascending list.
 template <class Geo, class T>
 Status prefill_attention(const PrefillAttentionArgs<T>& a, cudaStream_t stream) {
   static_assert(std::is_same_v<T, bfloat16_t> || std::is_same_v<T, float16_t>,
                 "prefill_attention: T must be nosa::bfloat16_t or nosa::float16_t");
-  constexpr int D = Geo::head_dim, G = Geo::group_size;
+  constexpr int D = Geo::head_dim, G = Geo::group_size, B = Geo::block_size;
   NOSA_RETURN_IF_ERROR(detail::prefill::check_geometry<Geo>("prefill_attention"));
   const auto& kv = a.kv;
   if (kv.num_kv_heads < 1 || kv.num_kv_heads > 65535)
@@ -191,6 +211,12 @@ Status prefill_attention(const PrefillAttentionArgs<T>& a, cudaStream_t stream) 
   p.mask_words = sparse ? (detail::num_blocks(a.first_row + a.num_rows, pf::kKeyTile) + 31) / 32 : 0;
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
   const int smem = pf::attn_smem_bytes<D>(p.mask_words);
+  int smem_max = 0;
+  NOSA_RETURN_IF_ERROR(pf::device_smem_optin(&smem_max));
+  if (smem > smem_max)
+    return not_supported("prefill_attention: rows up to first_row + num_rows = " + std::to_string(a.first_row + a.num_rows) +
+                         " need " + std::to_string(smem) + " bytes of shared memory (tile bitmask included), the device allows " +
+                         std::to_string(smem_max));
   const dim3 grid(static_cast<unsigned>((a.num_rows + kRows - 1) / kRows), static_cast<unsigned>(kv.num_kv_heads));
   auto launch = [&](auto kernel) -> Status {
     NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -200,11 +226,12 @@ Status prefill_attention(const PrefillAttentionArgs<T>& a, cudaStream_t stream) 
   };
   using CT = detail::cuda_type_t<T>;
   if (sparse) {
-    return a.use_bias ? launch(pf::prefill_attention_kernel<CT, D, G, true, true>)
-                      : launch(pf::prefill_attention_kernel<CT, D, G, true, false>);
+    return a.use_bias ? launch(pf::prefill_attention_kernel<CT, D, G, B, true, true>)
+                      : launch(pf::prefill_attention_kernel<CT, D, G, B, true, false>);
   }
-  return a.use_bias ? launch(pf::prefill_attention_kernel<CT, D, G, false, true>)
-                    : launch(pf::prefill_attention_kernel<CT, D, G, false, false>);
+  // Dense attention does not depend on the block size: one instantiation serves every B.
+  return a.use_bias ? launch(pf::prefill_attention_kernel<CT, D, G, pf::kKeyTile, false, true>)
+                    : launch(pf::prefill_attention_kernel<CT, D, G, pf::kKeyTile, false, false>);
 }
 
 /// Compressed keys and scores of windows [first_window, Nc(kv.length)) of every KV head:
@@ -311,9 +338,21 @@ Status prefill_select(const PrefillSelectArgs<T>& a, void* workspace, std::size_
   namespace pf = detail::prefill;
   const int nb_stride = pf::round_up(detail::num_blocks(max_tokens, B), 4);
   const int nb_chunk = detail::num_blocks(a.first_row + a.num_rows, B);
-  const int mask_words = (nb_chunk + 31) / 32;
-  const int topk_smem = pf::kTopkWarps * (mask_words + a.params.budget + a.params.query_aware) * 4;
+  // The top-k keeps its picks in shared memory: min(budget, nb) and min(query_aware, nb) ints.
+  const int pick_cap = a.params.budget < nb_chunk ? a.params.budget : nb_chunk;
+  const int qpick_cap = a.params.query_aware < nb_chunk ? a.params.query_aware : nb_chunk;
+  const long long topk_smem_ll = static_cast<long long>(pf::kTopkWarps) * (pick_cap + qpick_cap) * 4;
   const int s1_smem = pf::stage1_smem_bytes<D>();
+  int smem_max = 0;
+  NOSA_RETURN_IF_ERROR(pf::device_smem_optin(&smem_max));
+  if (topk_smem_ll > smem_max)
+    return not_supported("prefill_select: params.budget = " + std::to_string(a.params.budget) + " needs " +
+                         std::to_string(topk_smem_ll) + " bytes of shared memory for the top-k picks, the device allows " +
+                         std::to_string(smem_max));
+  if (s1_smem > smem_max)
+    return not_supported("prefill_select: head_dim " + std::to_string(D) + " needs " + std::to_string(s1_smem) +
+                         " bytes of shared memory for stage 1, the device allows " + std::to_string(smem_max));
+  const int topk_smem = static_cast<int>(topk_smem_ll);
   using CT = detail::cuda_type_t<T>;
   auto stage1 = pf::stage1_kernel<CT, D, G>;
   NOSA_CUDA_TRY(cudaFuncSetAttribute(stage1, cudaFuncAttributeMaxDynamicSharedMemorySize, s1_smem));
@@ -356,7 +395,8 @@ Status prefill_select(const PrefillSelectArgs<T>& a, void* workspace, std::size_
     t.capacity = a.compressed.capacity;
     t.nb_stride = nb_stride;
     t.out_stride = a.params.budget;
-    t.mask_words = mask_words;
+    t.pick_cap = pick_cap;
+    t.qpick_cap = qpick_cap;
     t.window = a.params.window;
     t.stride = a.params.stride;
     t.block_size = B;

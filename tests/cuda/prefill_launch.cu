@@ -1,184 +1,52 @@
-// Kernels' side of the prefill GPU tests: uploads, the nosa facade calls, downloads.
-// CI instantiates D=128 with G in {1, 8} (bf16); NOSA_FULL_MATRIX adds D in {64, 256} and
-// G in {4, 16}.
-#include "cuda/prefill_launch.h"
-
-#include <nosa/prefill.cuh>
-
-#include <cuda_runtime.h>
-
-#include <cstring>
-#include <memory>
+// Kernels' side of the prefill GPU tests: the CI instantiations, the registry, and the
+// bad-input cases. CI (one arch, 2 cores) compiles a representative subset of Geometry<B, D, G>
+// x dtype: every block size once, G in {1, 8}, D = 128, bf16, plus one fp16 configuration;
+// NOSA_FULL_MATRIX replaces it with every B x D x G x dtype (prefill_launch_full_*.cu).
+#include "cuda/prefill_launch_impl.cuh"
 
 namespace nosa_test {
 namespace {
 
-#define PF_TRY(expr)                                                                                     \
-  do {                                                                                                   \
-    cudaError_t e_ = (expr);                                                                             \
-    if (e_ != cudaSuccess) return nosa::Status(nosa::StatusCode::kCudaError, std::string(#expr) + ": " + cudaGetErrorString(e_)); \
-  } while (0)
+using prefill_detail::Buf;
+using prefill_detail::Entry;
+using prefill_detail::Stream;
+using prefill_detail::run_impl;
 
-/// Device buffer freed on scope exit.
-struct Buf {
-  void* p = nullptr;
-  Buf() = default;
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  ~Buf() { if (p) cudaFree(p); }
-  cudaError_t alloc(std::size_t bytes) { return cudaMalloc(&p, bytes < 256 ? 256 : bytes); }
-  template <class T> T* as() const { return static_cast<T*>(p); }
-};
-template <class T>
-cudaError_t upload(Buf& b, const std::vector<T>& v) {
-  cudaError_t e = b.alloc(v.size() * sizeof(T));
-  if (e != cudaSuccess) return e;
-  return v.empty() ? cudaSuccess : cudaMemcpy(b.p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
-}
-struct Stream {
-  cudaStream_t s = nullptr;
-  ~Stream() { if (s) cudaStreamDestroy(s); }
-};
-
-template <int D, int G>
-nosa::Status run_impl(const PrefillProblem& pr, const PrefillRequest& rq, PrefillOutput& out) {
-  using T = nosa::bfloat16_t;
-  using Geo = nosa::Geometry<64, D, G, nosa::HeadLayout::kHND>;
-  const int Hkv = pr.num_kv_heads, Hq = Hkv * G;
-  const long long L = pr.length;
-  const nosa::SelectionParams& sp = pr.params;
-  const int budget = sp.budget;
-  Stream st;
-  PF_TRY(cudaStreamCreateWithFlags(&st.s, cudaStreamNonBlocking));
-  Buf k, v, bias, q, o, lse, hi, lo, sc, ids, cnt, ws;
-  PF_TRY(upload(k, pr.k));
-  PF_TRY(upload(v, pr.v));
-  PF_TRY(upload(bias, pr.bias));
-  PF_TRY(upload(q, pr.q));
-  PF_TRY(o.alloc(static_cast<std::size_t>(L) * Hq * D * sizeof(T)));
-  PF_TRY(lse.alloc(static_cast<std::size_t>(L) * Hq * sizeof(float)));
-  const int nc = nosa::detail::num_compressed(L, sp.window, sp.stride);
-  PF_TRY(hi.alloc(static_cast<std::size_t>(Hkv) * nc * D * sizeof(T)));
-  PF_TRY(lo.alloc(static_cast<std::size_t>(Hkv) * nc * D * sizeof(T)));
-  PF_TRY(sc.alloc(static_cast<std::size_t>(Hkv) * nc * sizeof(float)));
-  if (rq.given_ids != nullptr) {
-    PF_TRY(upload(ids, *rq.given_ids));
-    PF_TRY(upload(cnt, *rq.given_counts));
-  } else {
-    PF_TRY(ids.alloc(static_cast<std::size_t>(L) * Hkv * budget * sizeof(int)));
-    PF_TRY(cnt.alloc(static_cast<std::size_t>(L) * Hkv * sizeof(int)));
-    PF_TRY(cudaMemset(ids.p, 0, static_cast<std::size_t>(L) * Hkv * budget * sizeof(int)));
-  }
-  const nosa::WorkspaceLayout layout = nosa::prefill_select_workspace<Geo>(Hkv, L, rq.rows_per_pass);
-  PF_TRY(ws.alloc(layout.total_bytes()));
-
-  std::vector<long long> chunks = rq.chunks;
-  if (chunks.empty()) chunks.push_back(L);
-  nosa::PrefillCompressed<T> comp;
-  comp.keys_hi = hi.as<T>();
-  comp.keys_lo = rq.use_lo ? lo.as<T>() : nullptr;
-  comp.scores = sc.as<float>();
-  comp.capacity = nc;
-  long long row = 0;
-  int windows_done = 0;
-  if (rq.use_graph) PF_TRY(cudaStreamBeginCapture(st.s, cudaStreamCaptureModeGlobal));
-  for (long long n : chunks) {
-    // A chunk sees only the tokens up to its last row, as in chunked ingestion.
-    nosa::PrefillKV<T> kv;
-    kv.k = k.as<T>();
-    kv.v = v.as<T>();
-    kv.bias = bias.as<float>();
-    kv.kv_stride = L;
-    kv.length = row + n;
-    kv.num_kv_heads = Hkv;
-    if (rq.sparse && rq.given_ids == nullptr) {
-      NOSA_RETURN_IF_ERROR((nosa::prefill_compress<Geo, T>(kv, sp, comp, windows_done, st.s)));
-      windows_done = nosa::detail::num_compressed(row + n, sp.window, sp.stride);
-      nosa::PrefillSelectArgs<T> sa;
-      sa.selector = rq.selector;
-      sa.params = sp;
-      sa.compressed = comp;
-      sa.num_kv_heads = Hkv;
-      sa.first_row = row;
-      sa.num_rows = n;
-      sa.q = q.as<T>() + static_cast<std::size_t>(row) * Hq * D;
-      sa.block_ids = ids.as<int>() + static_cast<std::size_t>(row) * Hkv * budget;
-      sa.counts = cnt.as<int>() + static_cast<std::size_t>(row) * Hkv;
-      NOSA_RETURN_IF_ERROR((nosa::prefill_select<Geo, T>(sa, ws.p, layout.total_bytes(), L, rq.rows_per_pass, st.s)));
-    }
-    nosa::PrefillAttentionArgs<T> aa;
-    aa.kv = kv;
-    aa.first_row = row;
-    aa.num_rows = n;
-    aa.q = q.as<T>() + static_cast<std::size_t>(row) * Hq * D;
-    aa.o = o.as<T>() + static_cast<std::size_t>(row) * Hq * D;
-    aa.lse = lse.as<float>() + static_cast<std::size_t>(row) * Hq;
-    aa.mode = rq.sparse ? nosa::PrefillAttention::kSparse : nosa::PrefillAttention::kDense;
-    aa.use_bias = rq.use_bias;
-    if (rq.sparse) {
-      aa.block_ids = ids.as<int>() + static_cast<std::size_t>(row) * Hkv * budget;
-      aa.counts = cnt.as<int>() + static_cast<std::size_t>(row) * Hkv;
-      aa.max_selected = budget;
-    }
-    NOSA_RETURN_IF_ERROR((nosa::prefill_attention<Geo, T>(aa, st.s)));
-    row += n;
-  }
-  if (rq.use_graph) {
-    cudaGraph_t graph = nullptr;
-    PF_TRY(cudaStreamEndCapture(st.s, &graph));
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    PF_TRY(e);
-    for (int replay = 0; replay < 2; ++replay) PF_TRY(cudaGraphLaunch(exec, st.s));
-    PF_TRY(cudaStreamSynchronize(st.s));
-    cudaGraphExecDestroy(exec);
-  }
-  if (row != L) return nosa::invalid_argument("run_prefill: chunks do not cover the prompt");
-  PF_TRY(cudaStreamSynchronize(st.s));
-  PF_TRY(cudaGetLastError());
-  out.o.resize(static_cast<std::size_t>(L) * Hq * D);
-  out.lse.resize(static_cast<std::size_t>(L) * Hq);
-  PF_TRY(cudaMemcpy(out.o.data(), o.p, out.o.size() * sizeof(T), cudaMemcpyDeviceToHost));
-  PF_TRY(cudaMemcpy(out.lse.data(), lse.p, out.lse.size() * sizeof(float), cudaMemcpyDeviceToHost));
-  if (rq.sparse) {
-    out.block_ids.resize(static_cast<std::size_t>(L) * Hkv * budget);
-    out.counts.resize(static_cast<std::size_t>(L) * Hkv);
-    PF_TRY(cudaMemcpy(out.block_ids.data(), ids.p, out.block_ids.size() * sizeof(int), cudaMemcpyDeviceToHost));
-    PF_TRY(cudaMemcpy(out.counts.data(), cnt.p, out.counts.size() * sizeof(int), cudaMemcpyDeviceToHost));
-  }
-  return {};
-}
-
-using Runner = nosa::Status (*)(const PrefillProblem&, const PrefillRequest&, PrefillOutput&);
-struct Entry {
-  int d, g;
-  Runner run;
-};
-const Entry kEntries[] = {
-    {128, 1, run_impl<128, 1>},
-    {128, 8, run_impl<128, 8>},
+const std::vector<Entry>& registry() {
+  static const std::vector<Entry> list = [] {
+    std::vector<Entry> l;
 #if defined(NOSA_FULL_MATRIX) && NOSA_FULL_MATRIX
-    {128, 4, run_impl<128, 4>},  {128, 16, run_impl<128, 16>}, {64, 1, run_impl<64, 1>},
-    {64, 4, run_impl<64, 4>},    {64, 8, run_impl<64, 8>},     {64, 16, run_impl<64, 16>},
-    {256, 1, run_impl<256, 1>},  {256, 4, run_impl<256, 4>},   {256, 8, run_impl<256, 8>},
-    {256, 16, run_impl<256, 16>},
+    prefill_detail::add_full_matrix_d128(l);
+    prefill_detail::add_full_matrix_d64(l);
+    prefill_detail::add_full_matrix_d256(l);
+#else
+    l.push_back({PrefillConfig{64, 128, 8, false}, run_impl<64, 128, 8, nosa::bfloat16_t>});
+    l.push_back({PrefillConfig{64, 128, 1, false}, run_impl<64, 128, 1, nosa::bfloat16_t>});
+    l.push_back({PrefillConfig{32, 128, 8, false}, run_impl<32, 128, 8, nosa::bfloat16_t>});
+    l.push_back({PrefillConfig{128, 128, 8, false}, run_impl<128, 128, 8, nosa::bfloat16_t>});
+    l.push_back({PrefillConfig{16, 128, 1, false}, run_impl<16, 128, 1, nosa::bfloat16_t>});
+    l.push_back({PrefillConfig{16, 128, 8, true}, run_impl<16, 128, 8, nosa::float16_t>});
 #endif
-};
+    return l;
+  }();
+  return list;
+}
 
 }  // namespace
 
-std::vector<std::pair<int, int>> prefill_compiled_configs() {
-  std::vector<std::pair<int, int>> r;
-  for (const Entry& e : kEntries) r.emplace_back(e.d, e.g);
+std::vector<PrefillConfig> prefill_compiled_configs() {
+  std::vector<PrefillConfig> r;
+  for (const Entry& e : registry()) r.push_back(e.config);
   return r;
 }
 
 nosa::Status run_prefill(const PrefillProblem& problem, const PrefillRequest& request, PrefillOutput& out) {
-  for (const Entry& e : kEntries)
-    if (e.d == problem.head_dim && e.g == problem.group_size) return e.run(problem, request, out);
-  return nosa::not_supported("run_prefill: head_dim " + std::to_string(problem.head_dim) + ", group_size " +
-                             std::to_string(problem.group_size) + " is not compiled into this test");
+  const PrefillConfig& c = problem.config;
+  for (const Entry& e : registry())
+    if (e.config.block_size == c.block_size && e.config.head_dim == c.head_dim && e.config.group_size == c.group_size &&
+        e.config.fp16 == c.fp16)
+      return e.run(problem, request, out);
+  return nosa::not_supported("run_prefill: " + c.name() + " is not compiled into this test");
 }
 
 std::vector<BadInputCase> prefill_bad_inputs() {
@@ -290,10 +158,14 @@ std::vector<BadInputCase> prefill_bad_inputs() {
   attn("kv.kv_stride", [](auto& a) { a.kv.length = a.kv.kv_stride + 1; });
   attn("kv.num_kv_heads", [](auto& a) { a.kv.num_kv_heads = 0; });
   {
+    // A sparse chunk far into a 2^32-token prompt: its tile bitmask cannot fit in shared memory.
+    // Only the lengths are huge; nothing is read, since the call must fail before any launch.
     nosa::PrefillAttentionArgs<T> a = good;
+    a.kv.kv_stride = a.kv.length = 1LL << 32;
+    a.first_row = (1LL << 32) - L;
     sentinel();
-    nosa::Status s = nosa::prefill_attention<nosa::Geometry<32, D, G, nosa::HeadLayout::kHND>, T>(a, st.s);
-    cases.push_back({"block_size", s, untouched()});
+    nosa::Status s = nosa::prefill_attention<Geo, T>(a, st.s);
+    cases.push_back({"shared memory", s, untouched()});
   }
   sel("workspace", [](auto&) {}, wsb - 256, L);
   sel("max_tokens", [](auto& a) { a.num_rows = L; }, wsb, L - 1);
@@ -302,6 +174,24 @@ std::vector<BadInputCase> prefill_bad_inputs() {
   sel("selector", [](auto& a) { a.selector = nosa::SelectorKind::kDense; }, wsb, L);
   sel("budget", [](auto& a) { a.params.budget = 2; a.params.query_aware = 1; }, wsb, L);
   sel("block_ids", [](auto& a) { a.block_ids = nullptr; }, wsb, L);
+  {
+    // B = 16 over 400K rows: 25000 blocks, so a budget of 30000 keeps 25000 picks per warp in
+    // shared memory (400 KB), more than a block may have. Lengths only: it must fail before any
+    // launch.
+    using Geo16 = nosa::Geometry<16, D, G, nosa::HeadLayout::kHND>;
+    const long long rows = 400000;
+    const int rows_per_pass = 1;
+    nosa::PrefillSelectArgs<T> a = sgood;
+    a.params.budget = 30000;
+    a.num_rows = rows;
+    a.compressed.capacity = nosa::detail::num_compressed(rows, sp.window, sp.stride);
+    const nosa::WorkspaceLayout big = nosa::prefill_select_workspace<Geo16>(Hkv, rows, rows_per_pass);
+    Buf big_ws;
+    if (big_ws.alloc(big.total_bytes())) return fail("cudaMalloc big workspace");
+    sentinel();
+    nosa::Status s = nosa::prefill_select<Geo16, T>(a, big_ws.p, big.total_bytes(), rows, rows_per_pass, st.s);
+    cases.push_back({"params.budget", s, untouched()});
+  }
   {
     sentinel();
     nosa::PrefillCompressed<T> c = comp;

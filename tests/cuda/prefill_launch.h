@@ -8,18 +8,30 @@
 #include <nosa/types.h>
 
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace nosa_test {
 
-/// One sequence's prompt.
+/// One compiled instantiation of the prefill facade: Geometry<block_size, head_dim,
+/// group_size, kHND> with bf16 (fp16 = false) or fp16 elements.
+struct PrefillConfig {
+  int block_size = 64, head_dim = 128, group_size = 8;
+  bool fp16 = false;
+  std::string name() const {
+    return "B=" + std::to_string(block_size) + " D=" + std::to_string(head_dim) + " G=" + std::to_string(group_size) +
+           (fp16 ? " fp16" : " bf16");
+  }
+};
+
+/// One sequence's prompt. Element values are held as float but must be exactly representable
+/// in the element type (bf16 or fp16), so the GPU and the host reference see the same inputs.
 struct PrefillProblem {
-  int num_kv_heads = 2, head_dim = 128, group_size = 8;
+  PrefillConfig config;
+  int num_kv_heads = 2;
   long long length = 0;
-  std::vector<nosa::bfloat16_t> k, v;  ///< [Hkv][length][D]
-  std::vector<float> bias;             ///< [Hkv][length]
-  std::vector<nosa::bfloat16_t> q;     ///< [length][Hq][D] (every prompt row)
+  std::vector<float> k, v;  ///< [Hkv][length][D]
+  std::vector<float> bias;  ///< [Hkv][length]
+  std::vector<float> q;     ///< [length][Hq][D] (every prompt row)
   nosa::SelectionParams params;
 };
 
@@ -39,14 +51,15 @@ struct PrefillRequest {
 };
 
 struct PrefillOutput {
-  std::vector<nosa::bfloat16_t> o;  ///< [length][Hq][D]
-  std::vector<float> lse;           ///< [length][Hq]
-  std::vector<int> block_ids;       ///< [length][Hkv][budget] (GPU selection, sparse only)
-  std::vector<int> counts;          ///< [length][Hkv]
+  std::vector<float> o;        ///< [length][Hq][D], the GPU's bf16/fp16 output widened exactly
+  std::vector<float> lse;      ///< [length][Hq]
+  std::vector<int> block_ids;  ///< [length][Hkv][budget] (GPU selection, sparse only)
+  std::vector<int> counts;     ///< [length][Hkv]
 };
 
-/// (head_dim, group_size) pairs compiled into this test binary.
-std::vector<std::pair<int, int>> prefill_compiled_configs();
+/// The configurations compiled into this test binary (CI subset, or every
+/// B x D x G x dtype with NOSA_FULL_MATRIX).
+std::vector<PrefillConfig> prefill_compiled_configs();
 
 /// Runs compression, selection (sparse) and attention for the whole prompt, chunk by chunk.
 nosa::Status run_prefill(const PrefillProblem& problem, const PrefillRequest& request, PrefillOutput& out);
@@ -56,7 +69,7 @@ struct BadInputCase {
   nosa::Status status;
   bool output_untouched = false;  ///< the output buffers still hold their sentinel bytes
 };
-/// Calls the facade with one broken argument at a time (D=128, G=8 or the first compiled config).
+/// Calls the facade with one broken argument at a time (bf16, D=128, G=8, B=64).
 std::vector<BadInputCase> prefill_bad_inputs();
 
 }  // namespace nosa_test

@@ -1,11 +1,17 @@
 // GPU prefill (include/nosa/prefill.cuh) against the host reference (host::prefill,
-// host::select_blocks with Real = double).
+// host::select_blocks with Real = double), for every compiled Geometry<B, D, G> x dtype
+// (nosa_test::prefill_compiled_configs(): every block size 16, 32, 64, 128 in CI).
 //
-// Tolerances (bf16 inputs/outputs, fp32 accumulation): o within 1e-2 + 1e-2*|o_ref| (outputs
-// are averages of V in [-1, 1]; bf16 output rounding alone is 2^-9 relative and P is rounded to
-// bf16 for the P.V product), lse within 1e-3 * max(1, |lse_ref|). Selections must be equal
-// exactly, except for (row, KV head) pairs whose host scores have a near-tie (relative gap
-// < 1e-4, not an exact tie) at a top-k boundary; those are skipped and counted.
+// Tolerances (fp32 accumulation; outputs are averages of V in [-1, 1]):
+//   bf16: o within 1e-2 + 1e-2*|o_ref| (bf16 output rounding alone is 2^-9 relative, and P is
+//         rounded to bf16, 2^-9 relative per term, for the P.V product);
+//   fp16: o within 2e-3 + 2e-3*|o_ref| (fp16 rounds P and o to 2^-12 relative: the worst case
+//         of both is below 8e-4, so the bound keeps a 2.5x margin);
+//   both: lse within 1e-3 * max(1, |lse_ref|).
+// Inputs are exactly representable in the element type, so GPU and host see the same values.
+// Selections must be equal exactly, except for (row, KV head) pairs whose host scores have a
+// near-tie (relative gap < 1e-4, not an exact tie) at a top-k boundary; those are skipped and
+// counted (at most 5% of the pairs may be skipped).
 #include "cuda/gpu_test_util.h"
 #include "cuda/prefill_launch.h"
 
@@ -18,11 +24,12 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
 
-using nosa::bfloat16_t;
+using nosa_test::PrefillConfig;
 using nosa_test::PrefillOutput;
 using nosa_test::PrefillProblem;
 using nosa_test::PrefillRequest;
@@ -36,20 +43,35 @@ nosa::SelectionParams small_params() {
   return p;
 }
 
-/// Random prompt with structure: a few "hot" blocks whose keys align with a per-head direction
-/// the queries share (so stage 1 has clear winners), smooth bias, V in [-1, 1].
-PrefillProblem make_problem(int Hkv, int D, int G, long long L, nosa::SelectionParams params, unsigned seed) {
+/// Ragged prompt lengths with enough blocks that budget 6 is sparse: 1000 tokens (62.5 blocks
+/// of 16, 31.25 of 32, 15.6 of 64), 2637 for B = 128 (20.6 blocks).
+long long test_length(const PrefillConfig& c) { return c.block_size <= 64 ? 1000 : 2637; }
+
+/// x rounded to the configuration's element type.
+float round_to(const PrefillConfig& c, float x) {
+  return c.fp16 ? nosa::to_float(nosa::to_float16(x)) : nosa::to_float(nosa::to_bfloat16(x));
+}
+
+struct Tolerance {
+  double o_abs, o_rel, lse_rel;
+};
+Tolerance tolerance(const PrefillConfig& c) { return c.fp16 ? Tolerance{2e-3, 2e-3, 1e-3} : Tolerance{1e-2, 1e-2, 1e-3}; }
+
+/// Random prompt with structure: a few "hot" blocks (of the configuration's B) whose keys align
+/// with a per-head direction the queries share (so stage 1 has clear winners), smooth bias,
+/// V in [-1, 1].
+PrefillProblem make_problem(const PrefillConfig& cfg, int Hkv, long long L, nosa::SelectionParams params, unsigned seed) {
+  const int D = cfg.head_dim, G = cfg.group_size, B = cfg.block_size;
   PrefillProblem p;
+  p.config = cfg;
   p.num_kv_heads = Hkv;
-  p.head_dim = D;
-  p.group_size = G;
   p.length = L;
   p.params = params;
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> U(-1.f, 1.f);
   std::vector<float> dir(static_cast<std::size_t>(Hkv) * D);
   for (auto& x : dir) x = U(rng) < 0 ? -1.f : 1.f;
-  const long long nb = (L + 63) / 64;
+  const long long nb = (L + B - 1) / B;
   std::vector<char> hot(static_cast<std::size_t>(Hkv) * nb);
   for (auto& x : hot) x = (rng() % 6) == 0;
   p.k.resize(static_cast<std::size_t>(Hkv) * L * D);
@@ -57,11 +79,11 @@ PrefillProblem make_problem(int Hkv, int D, int G, long long L, nosa::SelectionP
   p.bias.resize(static_cast<std::size_t>(Hkv) * L);
   for (int h = 0; h < Hkv; ++h)
     for (long long t = 0; t < L; ++t) {
-      const bool is_hot = hot[static_cast<std::size_t>(h) * nb + t / 64];
+      const bool is_hot = hot[static_cast<std::size_t>(h) * nb + t / B];
       for (int d = 0; d < D; ++d) {
         const std::size_t i = (static_cast<std::size_t>(h) * L + t) * D + d;
-        p.k[i] = nosa::to_bfloat16(U(rng) + (is_hot ? 0.6f * dir[h * D + d] : 0.f));
-        p.v[i] = nosa::to_bfloat16(U(rng));
+        p.k[i] = round_to(cfg, U(rng) + (is_hot ? 0.6f * dir[h * D + d] : 0.f));
+        p.v[i] = round_to(cfg, U(rng));
       }
       p.bias[static_cast<std::size_t>(h) * L + t] = 1.5f * std::sin(0.013f * t + h) + 0.3f * U(rng);
     }
@@ -70,19 +92,17 @@ PrefillProblem make_problem(int Hkv, int D, int G, long long L, nosa::SelectionP
   for (long long r = 0; r < L; ++r)
     for (int qh = 0; qh < Hq; ++qh)
       for (int d = 0; d < D; ++d)
-        p.q[(static_cast<std::size_t>(r) * Hq + qh) * D + d] =
-            nosa::to_bfloat16(1.5f * U(rng) + 0.4f * dir[(qh / G) * D + d]);
+        p.q[(static_cast<std::size_t>(r) * Hq + qh) * D + d] = round_to(cfg, 1.5f * U(rng) + 0.4f * dir[(qh / G) * D + d]);
   return p;
 }
 
 /// The host cache holding the same prompt (token-major input, as host::KVCache::append takes).
 std::unique_ptr<nosa::host::KVCache<double>> make_cache(const PrefillProblem& p) {
-  const int Hkv = p.num_kv_heads, D = p.head_dim;
-  nosa::Dims dims{64, D, p.group_size, nosa::HeadLayout::kHND};
+  const int Hkv = p.num_kv_heads, D = p.config.head_dim;
+  nosa::Dims dims{p.config.block_size, D, p.config.group_size, nosa::HeadLayout::kHND};
   auto cache = std::make_unique<nosa::host::KVCache<double>>(Hkv, dims, p.params);
   REQUIRE(cache->add_sequence(0).ok());
-  std::vector<bfloat16_t> k(p.k.size()), v(p.v.size());
-  std::vector<float> b(p.bias.size());
+  std::vector<float> k(p.k.size()), v(p.v.size()), b(p.bias.size());
   for (long long t = 0; t < p.length; ++t)
     for (int h = 0; h < Hkv; ++h) {
       for (int d = 0; d < D; ++d) {
@@ -111,7 +131,7 @@ bool boundary_near_tie(const std::vector<double>& sc, int k) {
 }
 
 HostSelection host_selection(const nosa::host::KVCache<double>& cache, const PrefillProblem& p, nosa::SelectorKind kind) {
-  const int Hkv = p.num_kv_heads, G = p.group_size, D = p.head_dim, Hq = Hkv * G;
+  const int Hkv = p.num_kv_heads, G = p.config.group_size, D = p.config.head_dim, Hq = Hkv * G;
   const int budget = p.params.budget;
   HostSelection s;
   s.ids.assign(static_cast<std::size_t>(p.length) * Hkv * budget, -1);
@@ -121,7 +141,7 @@ HostSelection host_selection(const nosa::host::KVCache<double>& cache, const Pre
     const long long r = i / Hkv;
     const int h = static_cast<int>(i % Hkv);
     const auto& hs = cache.head(0, h);
-    const auto sel = nosa::host::select_blocks<double>(kind, p.params, 64, r + 1,
+    const auto sel = nosa::host::select_blocks<double>(kind, p.params, p.config.block_size, r + 1,
                                                        p.q.data() + (static_cast<std::size_t>(r) * Hq + h * G) * D, G, D,
                                                        hs.compressed.keys(), hs.compressed.scores());
     s.counts[i] = static_cast<int>(sel.blocks.size());
@@ -148,7 +168,8 @@ struct Compare {
 Compare compare_rows(const nosa::host::KVCache<double>& cache, const PrefillProblem& p, const PrefillOutput& out,
                      const std::vector<long long>& rows, nosa::host::PrefillMode mode, nosa::SelectorKind kind,
                      bool use_bias, const std::vector<char>* skip = nullptr) {
-  const int Hkv = p.num_kv_heads, G = p.group_size, D = p.head_dim, Hq = Hkv * G;
+  const int Hkv = p.num_kv_heads, G = p.config.group_size, D = p.config.head_dim, Hq = Hkv * G;
+  const Tolerance tol = tolerance(p.config);
   nosa::host::StepOptions opt{kind, use_bias, 1};
   std::vector<Compare> per(rows.size());
   nosa::detail::parallel_for(static_cast<long long>(rows.size()), 0, [&](long long ri) {
@@ -163,20 +184,20 @@ Compare compare_rows(const nosa::host::KVCache<double>& cache, const PrefillProb
       bool row_bad = false;
       for (int d = 0; d < D; ++d) {
         const double ref = o[static_cast<std::size_t>(qh) * D + d];
-        const double got = nosa::to_float(out.o[(static_cast<std::size_t>(r) * Hq + qh) * D + d]);
+        const double got = out.o[(static_cast<std::size_t>(r) * Hq + qh) * D + d];
         const double err = std::fabs(got - ref);
-        if (!(err <= 1e-2 + 1e-2 * std::fabs(ref))) row_bad = true;
+        if (!(err <= tol.o_abs + tol.o_rel * std::fabs(ref))) row_bad = true;
         c.max_o_err = std::max(c.max_o_err, std::isfinite(err) ? err : 1e30);
       }
       const double lref = lse[qh], lgot = out.lse[static_cast<std::size_t>(r) * Hq + qh];
       const double lerr = std::fabs(lgot - lref);
-      if (!(lerr <= 1e-3 * std::max(1.0, std::fabs(lref)))) row_bad = true;
+      if (!(lerr <= tol.lse_rel * std::max(1.0, std::fabs(lref)))) row_bad = true;
       c.max_lse_err = std::max(c.max_lse_err, std::isfinite(lerr) ? lerr : 1e30);
       c.rows++;
       if (row_bad) {
         if (c.bad < 3)
           std::printf("  mismatch row %lld head %d: lse gpu %.6f ref %.6f, o[0] gpu %.5f ref %.5f\n", r, qh, lgot, lref,
-                      nosa::to_float(out.o[(static_cast<std::size_t>(r) * Hq + qh) * D]), o[static_cast<std::size_t>(qh) * D]);
+                      out.o[(static_cast<std::size_t>(r) * Hq + qh) * D], o[static_cast<std::size_t>(qh) * D]);
         c.bad++;
       }
     }
@@ -221,15 +242,43 @@ long long selection_mismatches(const PrefillProblem& p, const HostSelection& hs,
   return bad;
 }
 
+/// Number of (row, KV head) sets whose selection is a strict subset of the row's blocks (so
+/// the sparse path is exercised, not the trivial "all blocks" case).
+long long sparse_sets(const PrefillProblem& p, const HostSelection& hs) {
+  long long n = 0;
+  for (long long i = 0; i < p.length * p.num_kv_heads; ++i) {
+    const long long row = i / p.num_kv_heads;
+    n += hs.counts[i] < (row + p.config.block_size) / p.config.block_size;
+  }
+  return n;
+}
+
 std::string kind_name(nosa::SelectorKind k) { return nosa::to_string(k); }
+
+/// Bitwise equality of two GPU outputs (o, lse, selections): the count of differing values.
+struct BitDiff {
+  long long o = 0, lse = 0, ids = 0;
+};
+BitDiff bit_diff(const PrefillOutput& a, const PrefillOutput& b, int budget) {
+  BitDiff d;
+  for (std::size_t i = 0; i < a.o.size(); ++i) d.o += std::memcmp(&a.o[i], &b.o[i], 4) != 0;
+  for (std::size_t i = 0; i < a.lse.size(); ++i) d.lse += std::memcmp(&a.lse[i], &b.lse[i], 4) != 0;
+  for (std::size_t i = 0; i < a.counts.size(); ++i) {
+    d.ids += a.counts[i] != b.counts[i];
+    for (int e = 0; e < std::min(a.counts[i], b.counts[i]); ++e)
+      d.ids += a.block_ids[i * budget + e] != b.block_ids[i * budget + e];
+  }
+  return d;
+}
 
 }  // namespace
 
 TEST_CASE("prefill: dense causal attention (NOSA^F, with and without bias) matches the host reference") {
   NOSA_REQUIRE_GPU();
-  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
-    const long long L = 1000;  // ragged: 15 blocks + 40 tokens
-    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 11);
+  for (const PrefillConfig& cfg : nosa_test::prefill_compiled_configs()) {
+    INFO(cfg.name());
+    const long long L = test_length(cfg);
+    const PrefillProblem p = make_problem(cfg, 2, L, small_params(), 11);
     const auto cache = make_cache(p);
     for (bool bias : {true, false}) {
       PrefillRequest rq;
@@ -238,9 +287,9 @@ TEST_CASE("prefill: dense causal attention (NOSA^F, with and without bias) match
       const nosa::Status st = nosa_test::run_prefill(p, rq, out);
       REQUIRE_MESSAGE(st.ok(), st.to_string());
       const Compare c = compare_rows(*cache, p, out, all_rows(L), nosa::host::PrefillMode::kDense, nosa::SelectorKind::kDense, bias);
-      MESSAGE("dense D=" << D << " G=" << G << " bias=" << bias << ": " << c.rows << " (row, query head) pairs, max |o err| " << c.max_o_err
-                         << ", max |lse err| " << c.max_lse_err);
-      CHECK(c.rows == L * 2 * G);
+      MESSAGE("dense " << cfg.name() << " bias=" << bias << ": " << c.rows << " (row, query head) pairs, max |o err| "
+                       << c.max_o_err << ", max |lse err| " << c.max_lse_err);
+      CHECK(c.rows == L * 2 * cfg.group_size);
       CHECK(c.bad == 0);
     }
   }
@@ -248,9 +297,10 @@ TEST_CASE("prefill: dense causal attention (NOSA^F, with and without bias) match
 
 TEST_CASE("prefill: sparse attention over the host's selection matches the host reference") {
   NOSA_REQUIRE_GPU();
-  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
-    const long long L = 1000;
-    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 12);
+  for (const PrefillConfig& cfg : nosa_test::prefill_compiled_configs()) {
+    INFO(cfg.name());
+    const long long L = test_length(cfg);
+    const PrefillProblem p = make_problem(cfg, 2, L, small_params(), 12);
     const auto cache = make_cache(p);
     for (auto kind : {nosa::SelectorKind::kNosa, nosa::SelectorKind::kInfllmV2}) {
       const bool bias = kind == nosa::SelectorKind::kNosa;
@@ -265,19 +315,23 @@ TEST_CASE("prefill: sparse attention over the host's selection matches the host 
       const nosa::Status st = nosa_test::run_prefill(p, rq, out);
       REQUIRE_MESSAGE(st.ok(), st.to_string());
       const Compare c = compare_rows(*cache, p, out, all_rows(L), nosa::host::PrefillMode::kSparse, kind, bias);
-      MESSAGE("sparse(host sets) " << kind_name(kind) << " D=" << D << " G=" << G << ": " << c.rows
-                                   << " (row, query head) pairs, max |o err| " << c.max_o_err << ", max |lse err| " << c.max_lse_err);
-      CHECK(c.rows == L * 2 * G);
+      const long long sparse = sparse_sets(p, hs);
+      MESSAGE("sparse(host sets) " << kind_name(kind) << " " << cfg.name() << ": " << c.rows << " (row, query head) pairs ("
+                                   << sparse << " of " << L * 2 << " sets sparse), max |o err| " << c.max_o_err
+                                   << ", max |lse err| " << c.max_lse_err);
+      CHECK(c.rows == L * 2 * cfg.group_size);
       CHECK(c.bad == 0);
+      CHECK(sparse >= L);  // at least half of the (row, head) sets really skip blocks
     }
   }
 }
 
 TEST_CASE("prefill: GPU per-row selection equals the host's; full sparse pipeline matches host") {
   NOSA_REQUIRE_GPU();
-  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
-    const long long L = 1000;
-    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 13);
+  for (const PrefillConfig& cfg : nosa_test::prefill_compiled_configs()) {
+    INFO(cfg.name());
+    const long long L = test_length(cfg);
+    const PrefillProblem p = make_problem(cfg, 2, L, small_params(), 13);
     const auto cache = make_cache(p);
     for (auto kind : {nosa::SelectorKind::kNosa, nosa::SelectorKind::kInfllmV2}) {
       const bool bias = kind == nosa::SelectorKind::kNosa;
@@ -293,7 +347,7 @@ TEST_CASE("prefill: GPU per-row selection equals the host's; full sparse pipelin
       long long skipped = 0;
       const long long bad = selection_mismatches(p, hs, out, &skipped);
       const Compare c = compare_rows(*cache, p, out, all_rows(L), nosa::host::PrefillMode::kSparse, kind, bias, &hs.near_tie);
-      MESSAGE("GPU selection " << kind_name(kind) << " D=" << D << " G=" << G << ": " << (L * 2 - skipped)
+      MESSAGE("GPU selection " << kind_name(kind) << " " << cfg.name() << ": " << (L * 2 - skipped)
                                << " (row, head) sets compared, " << skipped << " near-ties skipped, " << bad
                                << " mismatches; attention max |o err| " << c.max_o_err << ", max |lse err| " << c.max_lse_err);
       CHECK(bad == 0);
@@ -303,69 +357,130 @@ TEST_CASE("prefill: GPU per-row selection equals the host's; full sparse pipelin
   }
 }
 
+TEST_CASE("prefill: GPU selection equals the host's for other window, stride, sink, local and budget values") {
+  NOSA_REQUIRE_GPU();
+  struct Variant {
+    int window, stride, sink, local, query_aware, budget;
+  };
+  // Windows wider than a block and narrower, strides above and below B, no query-aware part,
+  // no sink, no local blocks: every combination SelectionParams::validate accepts is legal for
+  // every block size.
+  const Variant variants[] = {
+      {48, 16, 0, 1, 2, 5},    // windows overlap 3-4 blocks of 16, stride < window
+      {16, 16, 2, 0, 0, 4},    // disjoint windows, InfLLM-V2 part empty (query_aware 0)
+      {96, 48, 1, 3, 4, 9},    // stride above B = 16 and 32
+      {128, 128, 1, 1, 3, 5},  // one window per 128 tokens
+  };
+  for (const PrefillConfig& cfg : nosa_test::prefill_compiled_configs()) {
+    INFO(cfg.name());
+    const long long L = test_length(cfg);
+    for (const Variant& v : variants) {
+      nosa::SelectionParams sp;
+      sp.window = v.window;
+      sp.stride = v.stride;
+      sp.sink = v.sink;
+      sp.local = v.local;
+      sp.query_aware = v.query_aware;
+      sp.budget = v.budget;
+      REQUIRE(sp.validate(cfg.block_size).ok());
+      const PrefillProblem p = make_problem(cfg, 2, L, sp, 18);
+      const auto cache = make_cache(p);
+      for (auto kind : {nosa::SelectorKind::kNosa, nosa::SelectorKind::kInfllmV2}) {
+        const bool bias = kind == nosa::SelectorKind::kNosa;
+        const HostSelection hs = host_selection(*cache, p, kind);
+        PrefillRequest rq;
+        rq.sparse = true;
+        rq.selector = kind;
+        rq.use_bias = bias;
+        rq.chunks = std::vector<long long>{L / 3, L - L / 3};
+        rq.rows_per_pass = 300;
+        PrefillOutput out;
+        const nosa::Status st = nosa_test::run_prefill(p, rq, out);
+        REQUIRE_MESSAGE(st.ok(), st.to_string());
+        long long skipped = 0;
+        const long long bad = selection_mismatches(p, hs, out, &skipped);
+        const Compare c = compare_rows(*cache, p, out, all_rows(L), nosa::host::PrefillMode::kSparse, kind, bias, &hs.near_tie);
+        MESSAGE("params c=" << v.window << " s=" << v.stride << " sink=" << v.sink << " local=" << v.local << " qk=" << v.query_aware
+                            << " budget=" << v.budget << " " << kind_name(kind) << " " << cfg.name() << ": " << skipped
+                            << " near-ties skipped, " << bad << " selection mismatches, " << c.bad << " attention mismatches");
+        CHECK(bad == 0);
+        CHECK(skipped <= L * 2 / 20);
+        CHECK(c.bad == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("prefill: chunked prefill equals one pass bit for bit") {
   NOSA_REQUIRE_GPU();
-  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
-    const long long L = 1000;
-    const PrefillProblem p = make_problem(2, D, G, L, small_params(), 14);
+  for (const PrefillConfig& cfg : nosa_test::prefill_compiled_configs()) {
+    INFO(cfg.name());
+    const long long L = test_length(cfg);
+    const PrefillProblem p = make_problem(cfg, 2, L, small_params(), 14);
     for (int sparse = 0; sparse < 2; ++sparse) {
       PrefillRequest one;
       one.sparse = sparse;
       PrefillRequest chunked = one;
-      chunked.chunks = {300, 1, 435, 264};
+      chunked.chunks = std::vector<long long>{300, 1, 435, L - 736};  // chunk edges inside blocks of every size
       chunked.rows_per_pass = 128;
       PrefillOutput a, b;
       REQUIRE(nosa_test::run_prefill(p, one, a).ok());
       REQUIRE(nosa_test::run_prefill(p, chunked, b).ok());
-      long long o_diff = 0, lse_diff = 0, id_diff = 0;
-      for (std::size_t i = 0; i < a.o.size(); ++i) o_diff += a.o[i].bits != b.o[i].bits;
-      for (std::size_t i = 0; i < a.lse.size(); ++i) lse_diff += std::memcmp(&a.lse[i], &b.lse[i], 4) != 0;
-      for (std::size_t i = 0; i < a.counts.size(); ++i) {
-        id_diff += a.counts[i] != b.counts[i];
-        for (int e = 0; e < a.counts[i]; ++e)
-          id_diff += a.block_ids[i * p.params.budget + e] != b.block_ids[i * p.params.budget + e];
-      }
-      MESSAGE("chunked vs one pass D=" << D << " G=" << G << std::string(sparse ? " sparse" : " dense") << ": differing o " << o_diff
-                                       << ", lse " << lse_diff << ", selection entries " << id_diff);
-      CHECK(o_diff == 0);
-      CHECK(lse_diff == 0);
-      CHECK(id_diff == 0);
+      const BitDiff d = bit_diff(a, b, p.params.budget);
+      MESSAGE("chunked vs one pass " << cfg.name() << (sparse ? " sparse" : " dense") << ": differing o " << d.o << ", lse "
+                                     << d.lse << ", selection entries " << d.ids);
+      CHECK(d.o == 0);
+      CHECK(d.lse == 0);
+      CHECK(d.ids == 0);
     }
   }
 }
 
 TEST_CASE("prefill: the call sequence is CUDA-graph capturable and replays the same results") {
   NOSA_REQUIRE_GPU();
-  const auto cfg = nosa_test::prefill_compiled_configs().front();
-  const PrefillProblem p = make_problem(2, cfg.first, cfg.second, 700, small_params(), 16);
-  for (int sparse = 0; sparse < 2; ++sparse) {
-    PrefillRequest direct;
-    direct.sparse = sparse;
-    direct.chunks = {256, 444};
-    direct.rows_per_pass = 200;
-    PrefillRequest graph = direct;
-    graph.use_graph = true;
-    PrefillOutput a, b;
-    REQUIRE(nosa_test::run_prefill(p, direct, a).ok());
-    const nosa::Status st = nosa_test::run_prefill(p, graph, b);
-    REQUIRE_MESSAGE(st.ok(), st.to_string());
-    long long diff = 0;
-    for (std::size_t i = 0; i < a.o.size(); ++i) diff += a.o[i].bits != b.o[i].bits;
-    for (std::size_t i = 0; i < a.lse.size(); ++i) diff += std::memcmp(&a.lse[i], &b.lse[i], 4) != 0;
-    for (std::size_t i = 0; i < a.counts.size(); ++i) diff += a.counts[i] != b.counts[i];
-    MESSAGE("graph replay vs direct" << std::string(sparse ? " sparse" : " dense") << ": " << diff << " differing values");
-    CHECK(diff == 0);
+  for (const PrefillConfig& cfg : nosa_test::prefill_compiled_configs()) {
+    INFO(cfg.name());
+    const PrefillProblem p = make_problem(cfg, 2, 700, small_params(), 16);
+    for (int sparse = 0; sparse < 2; ++sparse) {
+      PrefillRequest direct;
+      direct.sparse = sparse;
+      direct.chunks = std::vector<long long>{256, 444};
+      direct.rows_per_pass = 200;
+      PrefillRequest graph = direct;
+      graph.use_graph = true;
+      PrefillOutput a, b;
+      REQUIRE(nosa_test::run_prefill(p, direct, a).ok());
+      const nosa::Status st = nosa_test::run_prefill(p, graph, b);
+      REQUIRE_MESSAGE(st.ok(), st.to_string());
+      const BitDiff d = bit_diff(a, b, p.params.budget);
+      MESSAGE("graph replay vs direct " << cfg.name() << (sparse ? " sparse" : " dense") << ": " << d.o + d.lse + d.ids
+                                        << " differing values");
+      CHECK(d.o + d.lse + d.ids == 0);
+    }
   }
 }
 
 TEST_CASE("prefill: 8K-token prompt with release parameters, sampled rows") {
   NOSA_REQUIRE_GPU();
-  for (auto [D, G] : nosa_test::prefill_compiled_configs()) {
-    if (D != 128) continue;
+  for (const PrefillConfig& cfg : nosa_test::prefill_compiled_configs()) {
+    if (cfg.head_dim != 128) continue;
+    INFO(cfg.name());
+    const int B = cfg.block_size;
     const long long L = 8192 + 37;
-    const PrefillProblem p = make_problem(2, D, G, L, nosa::SelectionParams{}, 15);
+    // Release parameters; for B = 128 the same token counts (4096 selected, 1024 local), since
+    // 64 blocks of 128 would cover the whole prompt.
+    nosa::SelectionParams sp;
+    if (B == 128) {
+      sp.budget = 32;
+      sp.query_aware = 16;
+      sp.local = 8;
+    }
+    const PrefillProblem p = make_problem(cfg, 2, L, sp, 16);
     const auto cache = make_cache(p);
-    std::vector<long long> rows = {0, 1, 31, 32, 63, 64, 1023, 1024, 1100, 4095, 4096, 6000, 8191, 8192, L - 2, L - 1};
+    std::vector<long long> rows = {0, 1, 15, 16, 31, 32, 63, 64, 127, 128, 1023, 1024, 1100, 4095, 4096, 6000, 8191, 8192, L - 2, L - 1};
+    for (long long m : {17LL, 65LL, 66LL, 100LL})  // both sides of block edges of this B
+      for (long long d : {-1LL, 0LL})
+        if (m * B + d < L) rows.push_back(m * B + d);
     std::mt19937 rng(7);
     for (int i = 0; i < 32; ++i) rows.push_back(static_cast<long long>(rng() % L));
     {
@@ -373,8 +488,8 @@ TEST_CASE("prefill: 8K-token prompt with release parameters, sampled rows") {
       PrefillOutput out;
       REQUIRE(nosa_test::run_prefill(p, rq, out).ok());
       const Compare c = compare_rows(*cache, p, out, rows, nosa::host::PrefillMode::kDense, nosa::SelectorKind::kDense, true);
-      MESSAGE("8K dense G=" << G << ": " << c.rows << " sampled (row, head), max |o err| " << c.max_o_err
-                            << ", max |lse err| " << c.max_lse_err);
+      MESSAGE("8K dense " << cfg.name() << ": " << c.rows << " sampled (row, head), max |o err| " << c.max_o_err
+                          << ", max |lse err| " << c.max_lse_err);
       CHECK(c.bad == 0);
     }
     {
@@ -388,9 +503,9 @@ TEST_CASE("prefill: 8K-token prompt with release parameters, sampled rows") {
       const long long bad = selection_mismatches(p, hs, out, &skipped);
       const Compare c = compare_rows(*cache, p, out, rows, nosa::host::PrefillMode::kSparse, nosa::SelectorKind::kNosa, true,
                                      &hs.near_tie);
-      MESSAGE("8K NOSA G=" << G << ": selection " << (L * 2 - skipped) << " (row, head) compared, " << skipped
-                           << " near-ties skipped, " << bad << " mismatches; sampled attention " << c.rows
-                           << " rows, max |o err| " << c.max_o_err << ", max |lse err| " << c.max_lse_err);
+      MESSAGE("8K NOSA " << cfg.name() << ": selection " << (L * 2 - skipped) << " (row, head) compared, " << skipped
+                         << " near-ties skipped, " << bad << " mismatches; sampled attention " << c.rows
+                         << " rows, max |o err| " << c.max_o_err << ", max |lse err| " << c.max_lse_err);
       CHECK(bad == 0);
       CHECK(skipped <= L * 2 / 20);
       CHECK(c.bad == 0);
@@ -401,7 +516,7 @@ TEST_CASE("prefill: 8K-token prompt with release parameters, sampled rows") {
 TEST_CASE("prefill: bad input is refused with a Status naming the argument, outputs untouched") {
   NOSA_REQUIRE_GPU();
   const auto cases = nosa_test::prefill_bad_inputs();
-  REQUIRE(cases.size() >= 15);
+  REQUIRE(cases.size() >= 20);
   for (const auto& c : cases) {
     INFO("case " << c.name << ": " << c.status.to_string());
     CHECK(!c.status.ok());

@@ -5,13 +5,16 @@
 // serve every head of the group. Each warp owns 16 packed rows; S = Q K^T and O += P V run on
 // mma.sync m16n8k16 with fp32 accumulation, the softmax statistics in fp32 (log2 domain).
 //
-// The key loop visits one KV block (B = 64 tokens) per iteration, double-buffered with cp.async:
-//   dense : blocks 0 .. (last row of the tile) / B, masked causally per row;
-//   sparse: the union of the tile rows' selected blocks (a bitmask in shared memory, ascending),
-//           masked per row: a block counts for row i only if it is in row i's own set.
-// A block that is masked out for a row leaves that row's state bit-identical (p = 0, the
-// rescale factor is exp2(0) = 1), so every row's result depends only on its own set and
-// position: chunked prefill equals one pass bit for bit.
+// The key loop visits one 64-token key tile per iteration, double-buffered with cp.async,
+// whatever the block size B (16, 32, 64 or 128): a tile holds 64/B whole blocks when B < 64 and
+// half a block when B = 128.
+//   dense : tiles 0 .. (last row of the CTA) / 64, masked causally per row (B plays no part);
+//   sparse: the tiles that hold a visible token of some row's selected block (a bitmask over
+//           tiles in shared memory, ascending), masked per row and per block: a column counts
+//           for row i only if its block is in row i's own set and its token is <= i.
+// A column that is masked out for a row leaves that row's state bit-identical (p = 0; a tile
+// with no column of the row has rescale factor exp2(0) = 1), so every row's result depends only
+// on its own set and position: chunked prefill equals one pass bit for bit.
 #pragma once
 
 #include <nosa/config.h>
@@ -30,7 +33,7 @@ namespace prefill {
 inline constexpr int kAttnWarps = 4;
 inline constexpr int kAttnThreads = kAttnWarps * 32;
 inline constexpr int kTileRows = 16 * kAttnWarps;  // packed rows per CTA
-inline constexpr int kKeyTile = 64;                // tokens per key tile (= block size)
+inline constexpr int kKeyTile = 64;                // tokens per key tile (any block size)
 
 struct AttnParams {
   const void* q;         // [num_rows][Hq][D]
@@ -46,7 +49,7 @@ struct AttnParams {
   int num_rows;
   int num_kv_heads;
   int max_selected;
-  int mask_words;  // 32-bit words of the union bitmask (sparse)
+  int mask_words;  // 32-bit words of the union bitmask over key tiles (sparse)
   float scale_log2;  // log2(e) / sqrt(D)
 };
 
@@ -59,8 +62,13 @@ inline int attn_smem_bytes(int mask_words) {
   return attn_smem_bytes_static<D>() + mask_words * 4;
 }
 
-template <class T, int D, int G, bool kSparse, bool kBias>
+/// B: block size of the sparse selection (dense launches pass kKeyTile; it is not used there).
+template <class T, int D, int G, int B, bool kSparse, bool kBias>
 __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const __grid_constant__ AttnParams p) {
+  static_assert(B % 16 == 0 && (kKeyTile % B == 0 || B % kKeyTile == 0),
+                "prefill attention: the block size must divide the 64-token key tile or be a multiple of it");
+  // Blocks a key tile touches; an 8-column n-tile always lies inside one block (B >= 16).
+  constexpr int kBlocksPerTile = B < kKeyTile ? kKeyTile / B : 1;
   constexpr int kRows = kTileRows / G;  // query rows per CTA
   constexpr int kPacked = kRows * G;    // used packed rows (<= 64)
   constexpr float kLog2e = 1.4426950408889634f;
@@ -90,7 +98,7 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
   });
   cp_async_commit();
 
-  // Union of the tile rows' selected blocks.
+  // Union, over the CTA's rows, of the key tiles holding a visible token of a selected block.
   if constexpr (kSparse) {
     for (int w = threadIdx.x; w < p.mask_words; w += kAttnThreads) sMask[w] = 0u;
     __syncthreads();
@@ -100,18 +108,21 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
       if (e >= p.counts[sel]) continue;
       const int m = p.block_ids[sel * p.max_selected + e];
       const long long row_abs = p.first_row + row0 + r;
-      if (m < 0 || static_cast<long long>(m) * kKeyTile > row_abs) continue;  // never visible
-      atomicOr(&sMask[m >> 5], 1u << (m & 31));
+      const long long tok0 = static_cast<long long>(m) * B;
+      if (m < 0 || tok0 > row_abs) continue;  // never visible to this row
+      const long long tok1 = min(tok0 + B - 1, row_abs);
+      for (long long u = tok0 / kKeyTile; u <= tok1 / kKeyTile; ++u)
+        atomicOr(&sMask[u >> 5], 1u << (u & 31));
     }
     __syncthreads();
   }
-  const int last_block = static_cast<int>(last_abs / kKeyTile);
-  auto next_block = [&](int m) -> int {  // the next visited block after m, or -1
+  const int last_tile = static_cast<int>(last_abs / kKeyTile);
+  auto next_tile = [&](int u) -> int {  // the next visited key tile after u, or -1
     if constexpr (!kSparse) {
-      return m + 1 <= last_block ? m + 1 : -1;
+      return u + 1 <= last_tile ? u + 1 : -1;
     } else {
-      int b = m + 1;
-      while (b <= last_block) {
+      int b = u + 1;
+      while (b <= last_tile) {
         const std::uint32_t bits = sMask[b >> 5] >> (b & 31);
         if (bits != 0u) return b + __ffs(bits) - 1;
         b = (b | 31) + 1;
@@ -119,8 +130,8 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
       return -1;
     }
   };
-  auto load_kv = [&](int m, int buf) {
-    const long long t0 = static_cast<long long>(m) * kKeyTile;
+  auto load_kv = [&](int u, int buf) {
+    const long long t0 = static_cast<long long>(u) * kKeyTile;
     load_tile_64<D, kAttnThreads>(sK + buf * kKeyTile * D, kh, [&](int r) -> const T* {
       return t0 + r < kv_limit ? kh + (t0 + r) * D : nullptr;
     });
@@ -166,8 +177,8 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
   float row_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
   float row_sum[2] = {0.f, 0.f};  // this thread's partial sums (quad-reduced at the end)
 
-  int m = next_block(-1);
-  if (m >= 0) load_kv(m, 0);
+  int u = next_tile(-1);
+  if (u >= 0) load_kv(u, 0);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -175,9 +186,9 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
   load_a_frags<D>(qf, sQ, warp * 16);
 
   int buf = 0;
-  while (m >= 0) {
-    const int mn = next_block(m);
-    if (mn >= 0) load_kv(mn, buf ^ 1);
+  while (u >= 0) {
+    const int un = next_tile(u);
+    if (un >= 0) load_kv(un, buf ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -189,19 +200,27 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
     for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
     qk_product<D>(s, qf, tK);
 
-    // Which of this thread's rows take this block at all.
-    bool member[2];
+    const long long t0 = static_cast<long long>(u) * kKeyTile;
+    // Bit b of in_set[j]: block (first block of the tile + b) is in row j's own set.
+    std::uint32_t in_set[2];
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      member[j] = row_ok[j];
+      in_set[j] = row_ok[j] ? 1u : 0u;
       if constexpr (kSparse) {
-        if (member[j]) {
-          while (sel_pos[j] < sel_count[j] && sel_list[j][sel_pos[j]] < m) ++sel_pos[j];
-          member[j] = sel_pos[j] < sel_count[j] && sel_list[j][sel_pos[j]] == m;
+        in_set[j] = 0u;
+        if (row_ok[j]) {
+          // Merge walk over the ascending list; tiles come in ascending order, so the position
+          // only moves forward (for B = 128 two consecutive tiles share one block).
+          const int b_first = static_cast<int>(t0 / B);
+          while (sel_pos[j] < sel_count[j] && sel_list[j][sel_pos[j]] < b_first) ++sel_pos[j];
+          for (int e = sel_pos[j]; e < sel_count[j]; ++e) {
+            const int off = sel_list[j][e] - b_first;
+            if (off >= kBlocksPerTile) break;
+            if (off >= 0) in_set[j] |= 1u << off;  // off < 0 only for an unsorted list
+          }
         }
       }
     }
-    const long long t0 = static_cast<long long>(m) * kKeyTile;
     float tile_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
@@ -209,9 +228,10 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
       for (int e = 0; e < 4; ++e) {
         const int j = e >> 1;
         const int col = nt * 8 + quad_col + (e & 1);
+        const int blk = B < kKeyTile ? nt * 8 / B : 0;  // block of this column within the tile
         float x = s[nt][e] * p.scale_log2;
         if constexpr (kBias) x += sB[buf * kKeyTile + col] * kLog2e;
-        if (!member[j] || t0 + col > row_abs[j]) x = -CUDART_INF_F;
+        if (!((in_set[j] >> blk) & 1u) || t0 + col > row_abs[j]) x = -CUDART_INF_F;
         s[nt][e] = x;
         tile_max[j] = fmaxf(tile_max[j], x);
       }
@@ -269,7 +289,7 @@ __global__ void __launch_bounds__(kAttnThreads) prefill_attention_kernel(const _
       }
     }
     __syncthreads();  // the buffer is refilled by the next iteration's prefetch
-    m = mn;
+    u = un;
     buf ^= 1;
   }
   cp_async_wait<0>();

@@ -91,7 +91,7 @@ struct Stage1Params {
 
 template <int D>
 constexpr int stage1_smem_bytes() {
-  return (kS1Rows * D + 4 * kS1Keys * D) * 2 + kS1Rows * kS1PStride * 4;
+  return (kS1Rows * D + 4 * kS1Keys * D) * 2 + kS1Rows * kS1PStride * 4 + kS1Rows * 4;
 }
 
 template <class T, int D, int G>
@@ -103,6 +103,7 @@ __global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constan
   T* sH = sQ + kS1Rows * D;    // [2][64][D]
   T* sL = sH + 2 * kS1Keys * D;  // [2][64][D]
   float* sP = reinterpret_cast<float*>(sL + 2 * kS1Keys * D);  // [64][65]
+  int* sNc = reinterpret_cast<int*>(sP + kS1Rows * kS1PStride);  // [kRows] visible windows per row
 
   const int h = blockIdx.y;
   const int Hq = p.num_kv_heads * G;
@@ -144,6 +145,8 @@ __global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constan
     row_ok[j] = pr < kPacked && lr < p.num_rows;
     nc_row[j] = row_ok[j] ? num_compressed(p.first_row + lr + 1, p.window, p.stride) : 0;
   }
+  for (int r = threadIdx.x; r < rows_here; r += kS1Threads)
+    sNc[r] = num_compressed(p.first_row + row0 + r + 1, p.window, p.stride);  // read after a barrier
   float row_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
   float row_sum[2] = {0.f, 0.f};
   float inv_den[2] = {0.f, 0.f};
@@ -207,6 +210,18 @@ __global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constan
             sP[pr * kS1PStride + nt * 8 + quad_col + (e & 1)] = exp2f(s[nt][e] - base) * inv_den[jr];
           }
         __syncthreads();
+        // Head sums first, in head order, written over the row's first head (each (row, window)
+        // belongs to one thread), so the pooling below reads one value per window.
+        if constexpr (G > 1) {
+          for (int idx = threadIdx.x; idx < rows_here * kS1Keys; idx += kS1Threads) {
+            float* w = sP + (idx / kS1Keys) * G * kS1PStride + idx % kS1Keys;
+            float sum = 0.f;
+#pragma unroll
+            for (int g = 0; g < G; ++g) sum += w[g * kS1PStride];
+            *w = sum;
+          }
+          __syncthreads();
+        }
         const int j1 = min(j0 + kS1Keys, nc_tile) - 1;
         const int m_lo = static_cast<int>(static_cast<long long>(j0) * p.stride / p.block_size);
         const int m_hi = static_cast<int>((static_cast<long long>(j1) * p.stride + p.window - 1) / p.block_size);
@@ -214,16 +229,12 @@ __global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constan
         for (int idx = threadIdx.x; idx < rows_here * nm; idx += kS1Threads) {
           const int r = idx / nm, mb = m_lo + idx % nm;
           const long long lr = row0 + r;
-          const int nc_r = num_compressed(p.first_row + lr + 1, p.window, p.stride);
-          const WindowRange wr = windows_overlapping_block(mb, p.block_size, p.window, p.stride, nc_r);
+          const WindowRange wr = windows_overlapping_block(mb, p.block_size, p.window, p.stride, sNc[r]);
           const int a = max(wr.first, j0), b = min(wr.last, j1);
           if (a > b) continue;
+          const float* w = sP + r * G * kS1PStride;  // head sums of row r (column jj - j0)
           float best = -CUDART_INF_F;
-          for (int jj = a; jj <= b; ++jj) {
-            float sum = 0.f;
-            for (int g = 0; g < G; ++g) sum += sP[(r * G + g) * kS1PStride + (jj - j0)];
-            best = fmaxf(best, sum);
-          }
+          for (int jj = a; jj <= b; ++jj) best = fmaxf(best, w[jj - j0]);
           atomicMax(p.pq + (lr * p.num_kv_heads + h) * p.nb_stride + mb, __float_as_int(best));
         }
       }
@@ -260,7 +271,8 @@ struct TopkParams {
   int capacity;
   int nb_stride;
   int out_stride;
-  int mask_words;  // per warp
+  int pick_cap;    // shared ints per warp for the budget picks (>= min(budget, nb) of every row)
+  int qpick_cap;   // ... and for the query-aware picks
   int window, stride, block_size;
   int sink, local, query_aware, budget;
   int nosa;  // 1 = NOSA, 0 = InfLLM-V2
@@ -317,10 +329,8 @@ __global__ void __launch_bounds__(kWarps * 32) topk_kernel(const __grid_constant
   if (task >= static_cast<long long>(p.num_rows) * p.num_kv_heads) return;
   const int lr = static_cast<int>(task / p.num_kv_heads);
   const int h = static_cast<int>(task % p.num_kv_heads);
-  const int per_warp = p.mask_words + p.budget + p.query_aware;
-  std::uint32_t* mask = reinterpret_cast<std::uint32_t*>(pf_smem) + warp * per_warp;
-  int* picks = reinterpret_cast<int*>(mask + p.mask_words);   // [budget]
-  int* qpicks = picks + p.budget;                              // [query_aware]
+  int* picks = reinterpret_cast<int*>(pf_smem) + warp * (p.pick_cap + p.qpick_cap);  // [pick_cap]
+  int* qpicks = picks + p.pick_cap;                                                   // [qpick_cap]
 
   const long long T = p.first_row + lr + 1;
   const int nb = num_blocks(T, p.block_size);
@@ -334,25 +344,20 @@ __global__ void __launch_bounds__(kWarps * 32) topk_kernel(const __grid_constant
   };
   int k;
   if (p.nosa) {
-    const int words = (nb + 31) / 32;
-    for (int w = lane; w < words; w += 32) mask[w] = 0u;
-    __syncwarp();
     const int kq = warp_topk(nb, p.query_aware, score_q, qpicks);
-    for (int r = lane; r < kq; r += 32) atomicOr(&mask[qpicks[r] >> 5], 1u << (qpicks[r] & 31));
-    __syncwarp();
     float* pe = p.pe + task * p.nb_stride;
     const float* bc = p.scores + static_cast<long long>(h) * p.capacity;
     for (int m = lane; m < nb; m += 32) {
-      float v;
-      if (is_forced_block(m, cur, p.sink, p.local) || ((mask[m >> 5] >> (m & 31)) & 1u)) {
-        v = CUDART_INF_F;
-      } else {
+      float v = CUDART_INF_F;
+      if (!is_forced_block(m, cur, p.sink, p.local)) {
         v = -CUDART_INF_F;
         const WindowRange wr = windows_overlapping_block(m, p.block_size, p.window, p.stride, nc);
         for (int j = wr.first; j <= wr.last; ++j) v = fmaxf(v, bc[j]);
       }
       pe[m] = v;
     }
+    __syncwarp();
+    for (int r = lane; r < kq; r += 32) pe[qpicks[r]] = CUDART_INF_F;  // Pe[m] = +inf for m in Q
     __syncwarp();
     k = warp_topk(nb, p.budget, [&](int m) { return pe[m]; }, picks);
   } else {
