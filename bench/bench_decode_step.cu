@@ -46,7 +46,9 @@
 //
 // Extra flags (before the Google Benchmark ones): --rho R, --gpu_budget_gib X, --pinned_cap_gib X,
 // --max_batch N (cap for every run), --steps N (timed steps per run, default 24), --overlap_chunks N
-// (DecodeConfig::overlap_chunks of the sparse runs; default: the library's).
+// (DecodeConfig::overlap_chunks of the sparse runs; default: the library's), --slots_per_head N (GPU
+// slots per head of the offload runs, within the GPU budget; default 128 = budget + 64 extra slots;
+// 0 = the budget, no extra slots).
 #include <nosa/attention.cuh>
 #include <nosa/decode_step.cuh>
 
@@ -83,6 +85,9 @@ struct Flags {
   int max_batch = 128;
   int steps = 24;
   int overlap_chunks = 0;  // > 0: DecodeConfig::overlap_chunks (else the library's default)
+  // GPU slots per head of the offload runs (0: the budget, no extra slots). 128 = the budget + 64
+  // extra slots (LRU), which fit the 2 GiB budget at batch 128 up to 128K (fits() checks it).
+  int slots_per_head = 128;
 } g_flags;
 
 struct Ceilings {
@@ -329,6 +334,9 @@ struct DecoderRun {
     c.pool_blocks = static_cast<long long>(batch) * ((max_tokens + kB - 1) / kB);
     c.overlap = true;
     if (g_flags.overlap_chunks > 0) c.overlap_chunks = g_flags.overlap_chunks;
+    // Extra slots keep recently dropped blocks on the GPU (a block that comes back is not moved
+    // again); they count against the same GPU budget (fits() below).
+    if (kOnHost && g_flags.slots_per_head > 0) c.slots_per_head = g_flags.slots_per_head;
     return c;
   }
   /// GPU bytes of a batch (workspace, plus the pool when it lives on the device).
@@ -876,9 +884,10 @@ double calibrate_rho(long long ctx) {
 
 void print_table() {
   std::printf("\nresults (%s; HBM ceiling %.2f TB/s, pinned H2D ceiling %.1f GB/s, both measured now; rho %.4f at 32K, "
-              "%.4f at 128K; GPU budget %.2f GiB per layer; 1 layer; overlap_chunks %d)\n",
+              "%.4f at 128K; GPU budget %.2f GiB per layer; 1 layer; overlap_chunks %d; offload slots/head %d)\n",
               g_gpu_name.c_str(), g_ceil.hbm / 1e12, g_ceil.pcie / 1e9, rho_for(32768), rho_for(131072),
-              g_flags.gpu_budget_gib, g_flags.overlap_chunks > 0 ? g_flags.overlap_chunks : nosa::DecodeConfig{}.overlap_chunks);
+              g_flags.gpu_budget_gib, g_flags.overlap_chunks > 0 ? g_flags.overlap_chunks : nosa::DecodeConfig{}.overlap_chunks,
+              g_flags.slots_per_head > 0 ? g_flags.slots_per_head : nosa::SelectionParams{}.budget);
   std::printf("| context | mode | batch | GPU GiB | pinned GiB | tokens/s | step us | overlap | moved/needed | "
               "select us | transfer us | attend us | append us | HBM MB | PCIe MB | bound %% |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -930,6 +939,7 @@ int main(int argc, char** argv) {
     if (val("max_batch", &x)) { g_flags.max_batch = static_cast<int>(x); continue; }
     if (val("steps", &x)) { g_flags.steps = std::max(2, static_cast<int>(x)); continue; }
     if (val("overlap_chunks", &x)) { g_flags.overlap_chunks = static_cast<int>(x); continue; }
+    if (val("slots_per_head", &x)) { g_flags.slots_per_head = static_cast<int>(x); continue; }
     rest.push_back(argv[i]);
   }
   int n = static_cast<int>(rest.size());
