@@ -306,6 +306,9 @@ class DeviceSelector {
   const State& state() const { return st_; }
   /// Split-K parts the global path's scoring kernel uses for a batch of `batch` entries.
   int splits_for(int batch) const { return choose_splits(batch); }
+  /// Scoring CTAs of the global path resident on the device at once (measured at create()): the
+  /// fixed 256-key split rule applies once batch * Hkv * splits fills two such waves.
+  int resident_scan_ctas() const { return resident_ctas_; }
   /// Largest cluster size the cluster path may use with this config on this device (0: the
   /// cluster path is not available; kAuto then takes the global path).
   int max_cluster_size() const {

@@ -186,6 +186,7 @@ class Impl final : public SelectorHandle {
   int max_blocks() const override { return sel_.max_blocks(); }
   int key_store_bytes() const override { return static_cast<int>(sizeof(KS)); }
   int scan_splits(int batch) const override { return sel_.splits_for(batch); }
+  int resident_scan_ctas() const override { return sel_.resident_scan_ctas(); }
 
  private:
   cudaStream_t stream_{};

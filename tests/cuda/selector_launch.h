@@ -69,6 +69,7 @@ class SelectorHandle {
   virtual int key_store_bytes() const = 0;
   /// Split-K factor of the compressed-key scan for a batch of this size.
   virtual int scan_splits(int batch) const = 0;
+  virtual int resident_scan_ctas() const = 0;
 };
 
 /// nullptr with a not_supported status naming the compiled-in cases if `c` is not compiled.

@@ -431,9 +431,10 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
 }
 
 TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two waves of CTAs)") {
-  // 17 entries x 8 KV heads x 8 splits of 256 compressed keys = 1088 scan CTAs: more than two
-  // waves on an H100 (132 SMs x 4), so choose_splits takes its fixed 256-key rule here, which the
-  // small batches of the other cases never reach.
+  // batch x 8 KV heads x 8 splits of 256 compressed keys >= two waves of resident scan CTAs (the
+  // batch is derived from the device's occupancy: 17 on an H100 at 4 CTAs/SM, 25 at 6), so
+  // choose_splits takes its fixed 256-key rule here, which the small batches of the other cases
+  // never reach.
   NOSA_REQUIRE_GPU();
   Tally total;
   for (const SelCase& c : nosa_test::compiled_selector_cases()) {
@@ -441,13 +442,17 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
           !c.fp16 && !c.float_store))
       continue;
     INFO(c.name());
-    const int H = 8, batch = 17;
+    const int H = 8, kSplits = (2047 + 255) / 256, kMaxBatch = 48;
     Model model(c, H, 21);
     nosa::SelectionParams sp;
     SelConfig cfg;
-    cfg.max_sequences = batch, cfg.num_kv_heads = H, cfg.max_batch = batch, cfg.max_tokens = 32768, cfg.params = sp;
+    cfg.max_sequences = kMaxBatch, cfg.num_kv_heads = H, cfg.max_batch = kMaxBatch, cfg.max_tokens = 32768, cfg.params = sp;
     auto sel = make(c);
     REQUIRE(sel->create(cfg).ok());
+    const int resident = sel->resident_scan_ctas();
+    const int batch = (2 * resident + H * kSplits - 1) / (H * kSplits);
+    MESSAGE("resident scan CTAs " << resident << ", batch " << batch);
+    REQUIRE(batch <= kMaxBatch);
     std::vector<Seq> seqs;
     std::vector<int> slots, lens;
     for (int i = 0; i < batch; ++i) {
@@ -461,7 +466,7 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
     for (const Seq& s : seqs) ptrs.push_back(&s);
     const int splits = sel->scan_splits(batch);
     MESSAGE("scan splits for batch " << batch << ": " << splits);
-    CHECK(splits == (2047 + 255) / 256);  // the fixed 256-key rule, not the wave model's choice
+    CHECK(splits == kSplits);  // the fixed 256-key rule, not the wave model's choice
     MESSAGE("auto cluster size for batch " << batch << ": " << sel->cluster_size_for(batch));
     check_select(*sel, model, sp, ptrs, slots, lens, 31, &total);
   }
