@@ -52,6 +52,8 @@
 #include <nosa/attention.cuh>
 #include <nosa/decode_step.cuh>
 
+#include "bench_util.cuh"
+
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
@@ -103,16 +105,6 @@ double rho_for(long long ctx) {
 }
 std::string g_gpu_name;
 
-#define BENCH_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    cudaError_t e_ = (expr);                                                                     \
-    if (e_ != cudaSuccess) throw std::runtime_error(std::string(#expr) + ": " + cudaGetErrorString(e_)); \
-  } while (0)
-#define BENCH_OK(expr)                                                                           \
-  do {                                                                                           \
-    nosa::Status s_ = (expr);                                                                    \
-    if (!s_.ok()) throw std::runtime_error(std::string(#expr) + ": " + s_.to_string());          \
-  } while (0)
 
 /// Owning device buffer.
 template <class U>
@@ -121,7 +113,7 @@ struct DevBuf {
   std::size_t n = 0;
   DevBuf() = default;
   explicit DevBuf(std::size_t count) : n(count) {
-    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&p), std::max<std::size_t>(count, 1) * sizeof(U)));
+    NOSA_BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&p), std::max<std::size_t>(count, 1) * sizeof(U)));
   }
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
@@ -288,14 +280,14 @@ struct StepInputs {
   /// Step -1: the stationary start of the drift. Steps then count 0, 1, 2, ... (w's parity).
   void init(int batch, cudaStream_t s) {
     query_kernel<<<blocks_for(z.n, 256), 256, 0, s>>>(z.p, w.p, nosa::detail::as_cuda(q.p), batch, -1, 0.f);
-    BENCH_CUDA(cudaGetLastError());
+    NOSA_BENCH_CUDA(cudaGetLastError());
   }
   /// Inputs of the step that appends token position `t` (0-based) to every sequence.
   void make(int batch, long long step, long long t, float rho, cudaStream_t s) {
     query_kernel<<<blocks_for(z.n, 256), 256, 0, s>>>(z.p, w.p, nosa::detail::as_cuda(q.p), batch, step, rho);
     gen_kv_kernel<<<blocks_for(k.n, 256), 256, 0, s>>>(nosa::detail::as_cuda(k.p), nosa::detail::as_cuda(v.p), bias.p, 0,
                                                         t, batch, true, prompt_blocks);
-    BENCH_CUDA(cudaGetLastError());
+    NOSA_BENCH_CUDA(cudaGetLastError());
   }
 };
 
@@ -371,7 +363,7 @@ struct DecoderRun {
 
   DecoderRun(int b, long long ctx, long long cap, cudaStream_t s) : batch(b), context(ctx), max_tokens(cap), stream(s) {
     const nosa::DecodeConfig c = config(batch, max_tokens);
-    BENCH_OK(Dec::sizes(c, &sizes));
+    NOSA_BENCH_OK(Dec::sizes(c, &sizes));
     ws = std::make_unique<DevBuf<char>>(sizes.device_bytes);
     void* host = nullptr;
     void* dev = nullptr;
@@ -390,40 +382,40 @@ struct DecoderRun {
     sc.max_tokens = max_tokens;
     sc.max_batch = batch;
     std::size_t sel_bytes = 0;
-    BENCH_OK(Sel::workspace_bytes(sc, &sel_bytes));
+    NOSA_BENCH_OK(Sel::workspace_bytes(sc, &sel_bytes));
     sel_ws = std::make_unique<DevBuf<char>>(sel_bytes);
-    BENCH_OK(Sel::create(sc, sel_ws->p, sel_bytes, &side_sel));
-    BENCH_OK(side_sel.initialize(stream));
+    NOSA_BENCH_OK(Sel::create(sc, sel_ws->p, sel_bytes, &side_sel));
+    NOSA_BENCH_OK(side_sel.initialize(stream));
     // Prompts, generated on the GPU in chunks.
     DevBuf<T> k(static_cast<std::size_t>(kChunk) * kHkv * kD), v(k.n);
     DevBuf<float> bias(static_cast<std::size_t>(kChunk) * kHkv);
     for (int i = 0; i < batch; ++i) {
       const nosa::SequenceId id = 1000 + i;
-      BENCH_OK(dec->add_sequence(id, stream));
-      BENCH_OK(side_sel.reset_sequence(i, stream));  // the Decoder hands out slots 0, 1, ... in order
+      NOSA_BENCH_OK(dec->add_sequence(id, stream));
+      NOSA_BENCH_OK(side_sel.reset_sequence(i, stream));  // the Decoder hands out slots 0, 1, ... in order
       for (long long first = 0; first < context; first += kChunk) {
         const long long n = std::min(kChunk, context - first);
         gen_kv_kernel<<<blocks_for(n * kHkv * kD, 256), 256, 0, stream>>>(nosa::detail::as_cuda(k.p),
                                                                            nosa::detail::as_cuda(v.p), bias.p, i, first,
                                                                            static_cast<int>(n), false, context / kB);
-        BENCH_OK(dec->begin_prefill(id, n));
-        BENCH_OK(dec->prefill_layer(id, 0, k.p, v.p, bias.p, stream));
-        BENCH_OK(dec->end_prefill(id));
+        NOSA_BENCH_OK(dec->begin_prefill(id, n));
+        NOSA_BENCH_OK(dec->prefill_layer(id, 0, k.p, v.p, bias.p, stream));
+        NOSA_BENCH_OK(dec->end_prefill(id));
         if constexpr (Policy::kind != nosa::SelectorKind::kDense)
-          BENCH_OK(side_sel.append_prompt(i, n, k.p, bias.p, stream));
+          NOSA_BENCH_OK(side_sel.append_prompt(i, n, k.p, bias.p, stream));
       }
       ids.push_back(id);
     }
-    BENCH_CUDA(cudaStreamSynchronize(stream));
+    NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
   }
 
   long long length() const { return dec->length(ids[0]); }
 
   /// One decode step of the one layer (what is timed).
   void step(StepInputs& in) {
-    BENCH_OK(dec->begin_step(ids.data(), batch, stream));
-    BENCH_OK(dec->layer_step(0, in.q.p, in.k.p, in.v.p, in.bias.p, in.o.p, in.lse.p, stream));
-    BENCH_OK(dec->end_step());
+    NOSA_BENCH_OK(dec->begin_step(ids.data(), batch, stream));
+    NOSA_BENCH_OK(dec->layer_step(0, in.q.p, in.k.p, in.v.p, in.bias.p, in.o.p, in.lse.p, stream));
+    NOSA_BENCH_OK(dec->end_step());
   }
 
   /// Side run of `steps` steps through the same components on one stream, CUDA events between the
@@ -437,7 +429,7 @@ struct DecoderRun {
     DevBuf<int> slots(batch), lens(batch), bids(rows * mb), cnts(rows), sids(rows * mb);
     std::vector<int> h_slots(batch), h_lens(batch);
     for (int i = 0; i < batch; ++i) h_slots[i] = i;
-    BENCH_CUDA(cudaMemcpyAsync(slots.p, h_slots.data(), sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
+    NOSA_BENCH_CUDA(cudaMemcpyAsync(slots.p, h_slots.data(), sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
     nosa::DecodeAttentionArgs<T> a;
     const nosa::SlotCacheView<T> sv = res.slots(0);
     a.batch = batch;
@@ -456,29 +448,29 @@ struct DecoderRun {
     a.seq_lens = lens.p;
     a.mode = nosa::AttentionMode::kSparse;
     nosa::AttentionPlan plan;
-    BENCH_OK((nosa::plan_decode_attention<SlotGeo, T>(a, &plan)));
+    NOSA_BENCH_OK((nosa::plan_decode_attention<SlotGeo, T>(a, &plan)));
     a.num_splits = plan.num_splits;
     DevBuf<char> aws(plan.workspace_bytes);
     cudaEvent_t ev[5];
-    for (auto& e : ev) BENCH_CUDA(cudaEventCreate(&e));
+    for (auto& e : ev) NOSA_BENCH_CUDA(cudaEventCreate(&e));
     double acc[4] = {0, 0, 0, 0}, ov = 0;
     long long ov_rows = 0;
     std::vector<int> prev(rows * mb), now(rows * mb), cprev(rows), cnow(rows);
     nosa::ResidencyCounters rc;
-    BENCH_OK(res.read_counters(&rc, stream));  // start the step counters here
+    NOSA_BENCH_OK(res.read_counters(&rc, stream));  // start the step counters here
     long long moved = 0, needed = 0;
     for (int s = 0; s < steps; ++s) {
       const long long T0 = length() + s;  // tokens before this step (the Decoder's length stays)
       in.make(batch, step0 + s, T0, static_cast<float>(rho_for(context)), stream);
       for (int i = 0; i < batch; ++i) {
         h_lens[i] = static_cast<int>(T0 + 1);
-        BENCH_OK(res.reserve(i, T0 + 1, stream));
+        NOSA_BENCH_OK(res.reserve(i, T0 + 1, stream));
       }
-      BENCH_CUDA(cudaMemcpyAsync(lens.p, h_lens.data(), sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
-      BENCH_CUDA(cudaEventRecord(ev[0], stream));
-      BENCH_OK(res.append_decode(0, batch, slots.p, lens.p, in.k.p, in.v.p, in.bias.p, stream));
-      BENCH_OK(side_sel.append_tokens(batch, slots.p, in.k.p, in.bias.p, stream));
-      BENCH_CUDA(cudaEventRecord(ev[1], stream));
+      NOSA_BENCH_CUDA(cudaMemcpyAsync(lens.p, h_lens.data(), sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
+      NOSA_BENCH_CUDA(cudaEventRecord(ev[0], stream));
+      NOSA_BENCH_OK(res.append_decode(0, batch, slots.p, lens.p, in.k.p, in.v.p, in.bias.p, stream));
+      NOSA_BENCH_OK(side_sel.append_tokens(batch, slots.p, in.k.p, in.bias.p, stream));
+      NOSA_BENCH_CUDA(cudaEventRecord(ev[1], stream));
       nosa::SelectArgs<T> sa;
       sa.batch = batch;
       sa.seq_slots = slots.p;
@@ -488,20 +480,20 @@ struct DecoderRun {
       sa.block_ids = bids.p;
       sa.block_stride = mb;
       sa.counts = cnts.p;
-      BENCH_OK(side_sel.select(sa, stream));
-      BENCH_CUDA(cudaEventRecord(ev[2], stream));
-      BENCH_OK(res.make_resident(0, batch, slots.p, lens.p, bids.p, cnts.p, mb, sids.p, stream));
-      BENCH_CUDA(cudaEventRecord(ev[3], stream));
-      BENCH_OK((nosa::decode_attention<SlotGeo, T>(a, aws.p, plan.workspace_bytes, stream)));
-      BENCH_CUDA(cudaEventRecord(ev[4], stream));
-      BENCH_CUDA(cudaMemcpyAsync(now.data(), bids.p, sizeof(int) * now.size(), cudaMemcpyDeviceToHost, stream));
-      BENCH_CUDA(cudaMemcpyAsync(cnow.data(), cnts.p, sizeof(int) * rows, cudaMemcpyDeviceToHost, stream));
-      BENCH_OK(res.read_counters(&rc, stream));  // synchronizes
+      NOSA_BENCH_OK(side_sel.select(sa, stream));
+      NOSA_BENCH_CUDA(cudaEventRecord(ev[2], stream));
+      NOSA_BENCH_OK(res.make_resident(0, batch, slots.p, lens.p, bids.p, cnts.p, mb, sids.p, stream));
+      NOSA_BENCH_CUDA(cudaEventRecord(ev[3], stream));
+      NOSA_BENCH_OK((nosa::decode_attention<SlotGeo, T>(a, aws.p, plan.workspace_bytes, stream)));
+      NOSA_BENCH_CUDA(cudaEventRecord(ev[4], stream));
+      NOSA_BENCH_CUDA(cudaMemcpyAsync(now.data(), bids.p, sizeof(int) * now.size(), cudaMemcpyDeviceToHost, stream));
+      NOSA_BENCH_CUDA(cudaMemcpyAsync(cnow.data(), cnts.p, sizeof(int) * rows, cudaMemcpyDeviceToHost, stream));
+      NOSA_BENCH_OK(res.read_counters(&rc, stream));  // synchronizes
       if (rc.errors != 0) throw std::runtime_error("side run: residency error bits " + std::to_string(rc.errors));
       if (s > 0) {  // the first step re-selects after the timed loop's state: not counted
         for (int p = 0; p < 4; ++p) {
           float ms = 0;
-          BENCH_CUDA(cudaEventElapsedTime(&ms, ev[p], ev[p + 1]));
+          NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, ev[p], ev[p + 1]));
           acc[p] += ms;
         }
         ov += overlap_sum(prev, now, cprev, cnow, static_cast<int>(rows), mb);
@@ -557,7 +549,7 @@ struct DenseRun {
         stream(s), kc(static_cast<std::size_t>(b) * kHkv * cap_tokens * kD), vc(kc.n), lens(b), h_lens(b), len(ctx) {
     gen_dense_cache_kernel<<<132 * 8, 256, 0, stream>>>(nosa::detail::as_cuda(kc.p), nosa::detail::as_cuda(vc.p), batch,
                                                         cap_tokens, context, context / kB);
-    BENCH_CUDA(cudaGetLastError());
+    NOSA_BENCH_CUDA(cudaGetLastError());
     a.batch = batch;
     a.num_kv_heads = kHkv;
     a.max_blocks = cap_blocks;
@@ -572,7 +564,7 @@ struct DenseRun {
     a.q = in.q.p;
     a.o = in.o.p;
     a.lse = in.lse.p;
-    BENCH_OK((nosa::plan_decode_attention<SlotGeo, T>(a, &plan)));
+    NOSA_BENCH_OK((nosa::plan_decode_attention<SlotGeo, T>(a, &plan)));
     a.num_splits = plan.num_splits;
     aws = std::make_unique<DevBuf<char>>(plan.workspace_bytes);
   }
@@ -581,12 +573,12 @@ struct DenseRun {
   void step(StepInputs& in) {
     ++len;
     std::fill(h_lens.begin(), h_lens.end(), static_cast<int>(len));
-    BENCH_CUDA(cudaMemcpyAsync(lens.p, h_lens.data(), sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
+    NOSA_BENCH_CUDA(cudaMemcpyAsync(lens.p, h_lens.data(), sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
     dense_append_kernel<<<blocks_for(static_cast<long long>(batch) * kHkv * (kD / 8), 128), 128, 0, stream>>>(
         nosa::detail::as_cuda(kc.p), nosa::detail::as_cuda(vc.p), nosa::detail::as_cuda(in.k.p),
         nosa::detail::as_cuda(in.v.p), lens.p, cap_tokens, batch);
-    BENCH_CUDA(cudaGetLastError());
-    BENCH_OK((nosa::decode_attention<SlotGeo, T>(a, aws->p, plan.workspace_bytes, stream)));
+    NOSA_BENCH_CUDA(cudaGetLastError());
+    NOSA_BENCH_OK((nosa::decode_attention<SlotGeo, T>(a, aws->p, plan.workspace_bytes, stream)));
   }
 };
 
@@ -596,23 +588,23 @@ struct DenseRun {
 template <class Run>
 double timed_steps(benchmark::State& state, Run& run, StepInputs& in, cudaStream_t stream, long long* step_counter) {
   cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e1));
   for (int w = 0; w < 4; ++w) {  // warm-up: first touches, plans, residency steady state
     in.make(run.batch, (*step_counter)++, run.length(), static_cast<float>(rho_for(run.context)), stream);
     run.step(in);
   }
-  BENCH_CUDA(cudaStreamSynchronize(stream));
+  NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
   double total = 0;
   long long n = 0;
   for (auto _ : state) {
     in.make(run.batch, (*step_counter)++, run.length(), static_cast<float>(rho_for(run.context)), stream);
-    BENCH_CUDA(cudaEventRecord(e0, stream));
+    NOSA_BENCH_CUDA(cudaEventRecord(e0, stream));
     run.step(in);
-    BENCH_CUDA(cudaEventRecord(e1, stream));
-    BENCH_CUDA(cudaEventSynchronize(e1));
+    NOSA_BENCH_CUDA(cudaEventRecord(e1, stream));
+    NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
     float ms = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
     state.SetIterationTime(ms * 1e-3);
     total += ms * 1e-3;
     ++n;
@@ -704,7 +696,7 @@ void run_decoder(benchmark::State& state, Mode mode, long long ctx) {
   r.gpu_gib = gpu / kGiB;
   r.host_gib = host / kGiB;
   cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   {
     Run run(r.batch, ctx, cap, stream);
     StepInputs in(r.batch, ctx);
@@ -717,9 +709,9 @@ void run_decoder(benchmark::State& state, Mode mode, long long ctx) {
     for (int p = 0; p < 4; ++p) r.split_us[p] = split[p] * 1e3;
     long long counter = side_steps;
     nosa::ResidencyCounters rc;
-    BENCH_OK(run.dec->residency().read_counters(&rc, stream));  // step counters restart here
+    NOSA_BENCH_OK(run.dec->residency().read_counters(&rc, stream));  // step counters restart here
     const double step_s = timed_steps(state, run, in, stream, &counter);
-    BENCH_OK(run.dec->residency().read_counters(&rc, stream));
+    NOSA_BENCH_OK(run.dec->residency().read_counters(&rc, stream));
     if (rc.errors != 0) throw std::runtime_error("residency error bits " + std::to_string(rc.errors));
     // blocks moved per Decoder step (warm-up + timed steps)
     r.moved_per_step = static_cast<double>(rc.step_blocks_moved) / std::max(1.0, static_cast<double>(counter - side_steps));
@@ -728,7 +720,7 @@ void run_decoder(benchmark::State& state, Mode mode, long long ctx) {
     state.counters["moved_blk"] = r.moved_per_step;
     report(state, r, step_s, by);
   }
-  BENCH_CUDA(cudaStreamSynchronize(stream));
+  NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
   cudaStreamDestroy(stream);
 }
 
@@ -745,7 +737,7 @@ void run_dense(benchmark::State& state, long long ctx) {
   }
   r.gpu_gib = gpu / kGiB;
   cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   {
     DenseRun run(r.batch, ctx, cap, stream);
     StepInputs in(r.batch, ctx);
@@ -757,7 +749,7 @@ void run_dense(benchmark::State& state, long long ctx) {
     by.hbm = 2.0 * r.batch * kHkv * static_cast<double>(ctx) * kD * sizeof(T);
     report(state, r, step_s, by);
   }
-  BENCH_CUDA(cudaStreamSynchronize(stream));
+  NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
   cudaStreamDestroy(stream);
 }
 
@@ -778,31 +770,31 @@ void bench_mode(benchmark::State& state, Mode mode, long long ctx) {
 void measure_ceilings() {
   const std::size_t bytes = std::size_t(1) << 30;
   void *a, *b, *h;
-  BENCH_CUDA(cudaMalloc(&a, bytes));
-  BENCH_CUDA(cudaMalloc(&b, bytes));
-  BENCH_CUDA(cudaHostAlloc(&h, bytes, cudaHostAllocDefault));
+  NOSA_BENCH_CUDA(cudaMalloc(&a, bytes));
+  NOSA_BENCH_CUDA(cudaMalloc(&b, bytes));
+  NOSA_BENCH_CUDA(cudaHostAlloc(&h, bytes, cudaHostAllocDefault));
   std::memset(h, 1, bytes);
   cudaStream_t s;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e1));
   auto best = [&](const std::function<void()>& f) {
     float b = 1e30f;
     for (int i = 0; i < 6; ++i) {
-      BENCH_CUDA(cudaEventRecord(e0, s));
+      NOSA_BENCH_CUDA(cudaEventRecord(e0, s));
       f();
-      BENCH_CUDA(cudaEventRecord(e1, s));
-      BENCH_CUDA(cudaEventSynchronize(e1));
+      NOSA_BENCH_CUDA(cudaEventRecord(e1, s));
+      NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
       float ms;
-      BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
       if (i > 0) b = std::min(b, ms);
     }
     return b * 1e-3;
   };
   // HBM: bytes read + written by a D2D copy (DESIGN.md s.5 counts it the same way)
-  g_ceil.hbm = 2.0 * bytes / best([&] { BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s)); });
-  g_ceil.pcie = bytes / best([&] { BENCH_CUDA(cudaMemcpyAsync(a, h, bytes, cudaMemcpyHostToDevice, s)); });
+  g_ceil.hbm = 2.0 * bytes / best([&] { NOSA_BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s)); });
+  g_ceil.pcie = bytes / best([&] { NOSA_BENCH_CUDA(cudaMemcpyAsync(a, h, bytes, cudaMemcpyHostToDevice, s)); });
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   cudaStreamDestroy(s);
@@ -851,7 +843,7 @@ double calibrate_rho(long long ctx) {
   const int batch = 64;
   const long long steps = 12;
   cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::vector<double> ov;
   {
     Run run(batch, ctx, ctx + static_cast<long long>(rhos.size()) * (steps + 1) + 64, stream);
@@ -866,9 +858,9 @@ double calibrate_rho(long long ctx) {
       for (int s = 0; s <= steps; ++s) {
         in.make(batch, counter++, run.length(), static_cast<float>(rho), stream);
         run.step(in);
-        BENCH_CUDA(cudaMemcpyAsync(now.data(), run.dec->block_ids(), sizeof(int) * now.size(), cudaMemcpyDeviceToHost, stream));
-        BENCH_CUDA(cudaMemcpyAsync(cn.data(), run.dec->counts(), sizeof(int) * rows, cudaMemcpyDeviceToHost, stream));
-        BENCH_CUDA(cudaStreamSynchronize(stream));
+        NOSA_BENCH_CUDA(cudaMemcpyAsync(now.data(), run.dec->block_ids(), sizeof(int) * now.size(), cudaMemcpyDeviceToHost, stream));
+        NOSA_BENCH_CUDA(cudaMemcpyAsync(cn.data(), run.dec->counts(), sizeof(int) * rows, cudaMemcpyDeviceToHost, stream));
+        NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
         if (s > 0) sum += overlap_sum(prev, now, cp, cn, static_cast<int>(rows), mb);
         std::swap(prev, now);
         std::swap(cp, cn);

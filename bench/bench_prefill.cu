@@ -13,6 +13,8 @@
 
 #include <nosa/prefill.cuh>
 
+#include "bench_util.cuh"
+
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -30,22 +32,6 @@ using T = nosa::bfloat16_t;
 template <int B>
 using GeoOf = nosa::Geometry<B, kD, kG, nosa::HeadLayout::kHND>;
 
-#define BENCH_CUDA(expr)                                                                \
-  do {                                                                                  \
-    cudaError_t e_ = (expr);                                                            \
-    if (e_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(e_));           \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
-#define BENCH_OK(expr)                                                                  \
-  do {                                                                                  \
-    nosa::Status s_ = (expr);                                                           \
-    if (!s_.ok()) {                                                                     \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, s_.to_string().c_str());          \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
 
 __device__ __forceinline__ float hash_uniform(unsigned long long i, unsigned seed) {
   unsigned long long x = i * 0x9E3779B97F4A7C15ull + seed * 0xD1B54A32D192ED03ull;
@@ -86,27 +72,27 @@ struct Problem {
   nosa::SelectionParams params;
 
   explicit Problem(long long len) : L(len) {
-    BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     const std::size_t qn = static_cast<std::size_t>(L) * kHq * kD, kvn = static_cast<std::size_t>(kHkv) * L * kD;
     nc = nosa::detail::num_compressed(L, params.window, params.stride);
-    BENCH_CUDA(cudaMalloc(&q, qn * 2));
-    BENCH_CUDA(cudaMalloc(&o, qn * 2));
-    BENCH_CUDA(cudaMalloc(&k, kvn * 2));
-    BENCH_CUDA(cudaMalloc(&v, kvn * 2));
-    BENCH_CUDA(cudaMalloc(&bias, kHkv * L * 4));
-    BENCH_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(L) * kHq * 4));
-    BENCH_CUDA(cudaMalloc(&hi, static_cast<std::size_t>(kHkv) * nc * kD * 2));
-    BENCH_CUDA(cudaMalloc(&lo, static_cast<std::size_t>(kHkv) * nc * kD * 2));
-    BENCH_CUDA(cudaMalloc(&scores, static_cast<std::size_t>(kHkv) * nc * 4));
-    BENCH_CUDA(cudaMalloc(&ids, static_cast<std::size_t>(L) * kHkv * params.budget * 4));
-    BENCH_CUDA(cudaMalloc(&counts, static_cast<std::size_t>(L) * kHkv * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&q, qn * 2));
+    NOSA_BENCH_CUDA(cudaMalloc(&o, qn * 2));
+    NOSA_BENCH_CUDA(cudaMalloc(&k, kvn * 2));
+    NOSA_BENCH_CUDA(cudaMalloc(&v, kvn * 2));
+    NOSA_BENCH_CUDA(cudaMalloc(&bias, kHkv * L * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&lse, static_cast<std::size_t>(L) * kHq * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&hi, static_cast<std::size_t>(kHkv) * nc * kD * 2));
+    NOSA_BENCH_CUDA(cudaMalloc(&lo, static_cast<std::size_t>(kHkv) * nc * kD * 2));
+    NOSA_BENCH_CUDA(cudaMalloc(&scores, static_cast<std::size_t>(kHkv) * nc * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&ids, static_cast<std::size_t>(L) * kHkv * params.budget * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&counts, static_cast<std::size_t>(L) * kHkv * 4));
     ws_bytes = nosa::prefill_select_workspace<Geo>(kHkv, L, rows_per_pass).total_bytes();
-    BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+    NOSA_BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
     fill_kernel<<<1024, 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(q), qn, 1, 1.5f, 0.4f, -1, L);
     fill_kernel<<<1024, 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(k), kvn, 2, 1.0f, 0.6f, 6, L);
     fill_kernel<<<1024, 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(v), kvn, 3, 1.0f, 0.f, 0, L);
     fill_bias_kernel<<<256, 256, 0, stream>>>(bias, kHkv * L, L);
-    BENCH_CUDA(cudaStreamSynchronize(stream));
+    NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
   }
   ~Problem() {
     for (void* p : {(void*)q, (void*)o, (void*)k, (void*)v, (void*)bias, (void*)lse, (void*)hi, (void*)lo, (void*)scores,
@@ -161,7 +147,7 @@ struct Problem {
   /// Useful attention FLOPs of the sparse pass: 4*D per (query head, selected token).
   double sparse_flops() const {
     std::vector<int> c(static_cast<std::size_t>(L) * kHkv);
-    BENCH_CUDA(cudaMemcpy(c.data(), counts, c.size() * 4, cudaMemcpyDeviceToHost));
+    NOSA_BENCH_CUDA(cudaMemcpy(c.data(), counts, c.size() * 4, cudaMemcpyDeviceToHost));
     double pairs = 0;
     for (long long i = 0; i < L; ++i)
       for (int h = 0; h < kHkv; ++h)  // the current block (always selected) holds i%B+1 tokens
@@ -184,17 +170,17 @@ void run_dense(benchmark::State& state) {
   const bool bias = state.range(1) != 0;
   Problem<B> p(L);
   cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
-  BENCH_OK(p.attention(false, bias));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e1));
+  NOSA_BENCH_OK(p.attention(false, bias));
   double total = 0;
   for (auto _ : state) {
-    BENCH_CUDA(cudaEventRecord(e0, p.stream));
-    BENCH_OK(p.attention(false, bias));
-    BENCH_CUDA(cudaEventRecord(e1, p.stream));
-    BENCH_CUDA(cudaEventSynchronize(e1));
+    NOSA_BENCH_CUDA(cudaEventRecord(e0, p.stream));
+    NOSA_BENCH_OK(p.attention(false, bias));
+    NOSA_BENCH_CUDA(cudaEventRecord(e1, p.stream));
+    NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
     float ms = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
     state.SetIterationTime(ms / 1e3);
     total += ms / 1e3;
   }
@@ -214,23 +200,23 @@ void run_sparse(benchmark::State& state) {
   const bool use_lo = state.range(2) != 0;  // 0: stage 1 on bf16-rounded compressed keys only
   Problem<B> p(L);
   cudaEvent_t e0, e1, e2;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
-  BENCH_CUDA(cudaEventCreate(&e2));
-  BENCH_OK(p.select(kind, use_lo));
-  BENCH_OK(p.attention(true, bias));
-  BENCH_CUDA(cudaStreamSynchronize(p.stream));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e1));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e2));
+  NOSA_BENCH_OK(p.select(kind, use_lo));
+  NOSA_BENCH_OK(p.attention(true, bias));
+  NOSA_BENCH_CUDA(cudaStreamSynchronize(p.stream));
   double sel_total = 0, attn_total = 0;
   for (auto _ : state) {
-    BENCH_CUDA(cudaEventRecord(e0, p.stream));
-    BENCH_OK(p.select(kind, use_lo));
-    BENCH_CUDA(cudaEventRecord(e1, p.stream));
-    BENCH_OK(p.attention(true, bias));
-    BENCH_CUDA(cudaEventRecord(e2, p.stream));
-    BENCH_CUDA(cudaEventSynchronize(e2));
+    NOSA_BENCH_CUDA(cudaEventRecord(e0, p.stream));
+    NOSA_BENCH_OK(p.select(kind, use_lo));
+    NOSA_BENCH_CUDA(cudaEventRecord(e1, p.stream));
+    NOSA_BENCH_OK(p.attention(true, bias));
+    NOSA_BENCH_CUDA(cudaEventRecord(e2, p.stream));
+    NOSA_BENCH_CUDA(cudaEventSynchronize(e2));
     float ms_sel = 0, ms_attn = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&ms_sel, e0, e1));
-    BENCH_CUDA(cudaEventElapsedTime(&ms_attn, e1, e2));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms_sel, e0, e1));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms_attn, e1, e2));
     state.SetIterationTime((ms_sel + ms_attn) / 1e3);
     sel_total += ms_sel / 1e3;
     attn_total += ms_attn / 1e3;
@@ -298,12 +284,12 @@ double measure_matmul_ceiling() {
   constexpr int n = 8192;
   const std::size_t elems = static_cast<std::size_t>(n) * n;
   __nv_bfloat16 *a, *b, *c;
-  BENCH_CUDA(cudaMalloc(&a, elems * sizeof(__nv_bfloat16)));
-  BENCH_CUDA(cudaMalloc(&b, elems * sizeof(__nv_bfloat16)));
-  BENCH_CUDA(cudaMalloc(&c, elems * sizeof(__nv_bfloat16)));
+  NOSA_BENCH_CUDA(cudaMalloc(&a, elems * sizeof(__nv_bfloat16)));
+  NOSA_BENCH_CUDA(cudaMalloc(&b, elems * sizeof(__nv_bfloat16)));
+  NOSA_BENCH_CUDA(cudaMalloc(&c, elems * sizeof(__nv_bfloat16)));
   fill_random_bf16<<<1024, 256>>>(a, elems, 1u);
   fill_random_bf16<<<1024, 256>>>(b, elems, 2u);
-  BENCH_CUDA(cudaGetLastError());
+  NOSA_BENCH_CUDA(cudaGetLastError());
   cublasHandle_t handle;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
     std::fprintf(stderr, "cublasCreate failed\n");
@@ -318,16 +304,16 @@ double measure_matmul_ceiling() {
     }
   };
   cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e1));
   for (int i = 0; i < 3; ++i) gemm();
   std::vector<float> ms(10);
   for (float& t : ms) {
-    BENCH_CUDA(cudaEventRecord(e0));
+    NOSA_BENCH_CUDA(cudaEventRecord(e0));
     gemm();
-    BENCH_CUDA(cudaEventRecord(e1));
-    BENCH_CUDA(cudaEventSynchronize(e1));
-    BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
+    NOSA_BENCH_CUDA(cudaEventRecord(e1));
+    NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
   }
   std::sort(ms.begin(), ms.end());
   const double median_s = 0.5 * (ms[4] + ms[5]) * 1e-3;
@@ -345,7 +331,7 @@ double measure_matmul_ceiling() {
 int main(int argc, char** argv) {
   g_matmul_tflops = measure_matmul_ceiling();
   cudaDeviceProp prop;
-  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  NOSA_BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("GPU %s: cuBLAS bf16 8192^3 matmul %.0f TFLOP/s (measured now; the pct_of_mm ceiling)\n", prop.name,
               g_matmul_tflops);
   benchmark::Initialize(&argc, argv);

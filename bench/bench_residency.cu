@@ -39,7 +39,6 @@
 
 namespace {
 
-#define BENCH_CUDA(expr) NOSA_BENCH_CUDA(expr)
 
 using Geo = nosa::Geometry<64, 128, 16, nosa::HeadLayout::kHND>;
 using T = nosa::bfloat16_t;
@@ -62,16 +61,16 @@ void BM_make_resident(benchmark::State& state) {
     pinned = std::make_unique<nosa::PinnedHostMemory>(pool_bytes);
     std::memset(pinned->host(), 0x3c, pool_bytes);
   } else {
-    BENCH_CUDA(cudaMalloc(&dev_pool, pool_bytes));
-    BENCH_CUDA(cudaMemset(dev_pool, 0x3c, pool_bytes));
+    NOSA_BENCH_CUDA(cudaMalloc(&dev_pool, pool_bytes));
+    NOSA_BENCH_CUDA(cudaMemset(dev_pool, 0x3c, pool_bytes));
   }
   Pool pool(pc, pinned ? pinned->host() : nullptr, pinned ? pinned->device() : dev_pool, pool_bytes);
   nosa::ResidencyConfig rc{batch, kBudget, kSlots};
   const size_t wsb = Res::workspace_bytes(pc, rc);
   void* ws = nullptr;
-  BENCH_CUDA(cudaMalloc(&ws, wsb));
+  NOSA_BENCH_CUDA(cudaMalloc(&ws, wsb));
   cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   {
     Res res(pool, rc, ws, wsb, stream);
     const int T = kBlocksPerSeq * Geo::block_size;
@@ -83,15 +82,15 @@ void BM_make_resident(benchmark::State& state) {
     }
     int *d_seq, *d_len, *d_blocks, *d_counts, *d_slots;
     const size_t nsel = static_cast<size_t>(batch) * kHeads * kBudget;
-    BENCH_CUDA(cudaMalloc(&d_seq, batch * 4));
-    BENCH_CUDA(cudaMalloc(&d_len, batch * 4));
-    BENCH_CUDA(cudaMalloc(&d_blocks, nsel * 4));
-    BENCH_CUDA(cudaMalloc(&d_counts, batch * kHeads * 4));
-    BENCH_CUDA(cudaMalloc(&d_slots, nsel * 4));
-    BENCH_CUDA(cudaMemcpy(d_seq, seqs.data(), batch * 4, cudaMemcpyHostToDevice));
-    BENCH_CUDA(cudaMemcpy(d_len, lens.data(), batch * 4, cudaMemcpyHostToDevice));
+    NOSA_BENCH_CUDA(cudaMalloc(&d_seq, batch * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&d_len, batch * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&d_blocks, nsel * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&d_counts, batch * kHeads * 4));
+    NOSA_BENCH_CUDA(cudaMalloc(&d_slots, nsel * 4));
+    NOSA_BENCH_CUDA(cudaMemcpy(d_seq, seqs.data(), batch * 4, cudaMemcpyHostToDevice));
+    NOSA_BENCH_CUDA(cudaMemcpy(d_len, lens.data(), batch * 4, cudaMemcpyHostToDevice));
     std::vector<int> counts(batch * kHeads, kBudget);
-    BENCH_CUDA(cudaMemcpy(d_counts, counts.data(), counts.size() * 4, cudaMemcpyHostToDevice));
+    NOSA_BENCH_CUDA(cudaMemcpy(d_counts, counts.data(), counts.size() * 4, cudaMemcpyHostToDevice));
     std::mt19937 rng(1234);
     // current selection per (b, h): the tail block plus 63 others
     std::vector<std::vector<int>> sel(batch * kHeads);
@@ -103,7 +102,7 @@ void BM_make_resident(benchmark::State& state) {
     std::vector<int> host_blocks(nsel);
     auto upload = [&]() {
       for (size_t i = 0; i < sel.size(); ++i) std::copy(sel[i].begin(), sel[i].end(), host_blocks.begin() + i * kBudget);
-      BENCH_CUDA(cudaMemcpyAsync(d_blocks, host_blocks.data(), nsel * 4, cudaMemcpyHostToDevice, stream));
+      NOSA_BENCH_CUDA(cudaMemcpyAsync(d_blocks, host_blocks.data(), nsel * 4, cudaMemcpyHostToDevice, stream));
     };
     auto next_selection = [&]() {
       for (auto& s : sel) {
@@ -129,20 +128,20 @@ void BM_make_resident(benchmark::State& state) {
     nosa::ResidencyCounters c;
     nosa::throw_if_error(res.read_counters(&c, stream));
     cudaEvent_t e0, e1;
-    BENCH_CUDA(cudaEventCreate(&e0));
-    BENCH_CUDA(cudaEventCreate(&e1));
+    NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+    NOSA_BENCH_CUDA(cudaEventCreate(&e1));
     long long steps = 0;
     double total_s = 0;
     for (auto _ : state) {
       next_selection();
       upload();
-      BENCH_CUDA(cudaStreamSynchronize(stream));
-      BENCH_CUDA(cudaEventRecord(e0, stream));
+      NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
+      NOSA_BENCH_CUDA(cudaEventRecord(e0, stream));
       nosa::throw_if_error(res.make_resident(0, batch, d_seq, d_len, d_blocks, d_counts, kBudget, d_slots, stream));
-      BENCH_CUDA(cudaEventRecord(e1, stream));
-      BENCH_CUDA(cudaEventSynchronize(e1));
+      NOSA_BENCH_CUDA(cudaEventRecord(e1, stream));
+      NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
       float ms = 0;
-      BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
       state.SetIterationTime(ms * 1e-3);
       total_s += ms * 1e-3;
       ++steps;
@@ -184,19 +183,19 @@ void args(benchmark::internal::Benchmark* b) {
 __global__ void empty_kernel() {}
 void BM_launch_floor(benchmark::State& state) {
   cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e1));
   empty_kernel<<<32, 512, 0, stream>>>();
-  BENCH_CUDA(cudaStreamSynchronize(stream));
+  NOSA_BENCH_CUDA(cudaStreamSynchronize(stream));
   for (auto _ : state) {
-    BENCH_CUDA(cudaEventRecord(e0, stream));
+    NOSA_BENCH_CUDA(cudaEventRecord(e0, stream));
     empty_kernel<<<32, 512, 0, stream>>>();
-    BENCH_CUDA(cudaEventRecord(e1, stream));
-    BENCH_CUDA(cudaEventSynchronize(e1));
+    NOSA_BENCH_CUDA(cudaEventRecord(e1, stream));
+    NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
     float ms = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
     state.SetIterationTime(ms * 1e-3);
   }
   cudaEventDestroy(e0);
@@ -232,14 +231,14 @@ struct ProbeBuffers {
     static ProbeBuffers b;
     if (b.host == nullptr) {
       void* h = nullptr;
-      BENCH_CUDA(cudaHostAlloc(&h, kProbeHostBytes, cudaHostAllocMapped | cudaHostAllocPortable));
+      NOSA_BENCH_CUDA(cudaHostAlloc(&h, kProbeHostBytes, cudaHostAllocMapped | cudaHostAllocPortable));
       std::memset(h, 0x5a, kProbeHostBytes);
       void* m = nullptr;
-      BENCH_CUDA(cudaHostGetDevicePointer(&m, h, 0));
+      NOSA_BENCH_CUDA(cudaHostGetDevicePointer(&m, h, 0));
       b.host = static_cast<char*>(h);
       b.mapped = static_cast<const char*>(m);
-      BENCH_CUDA(cudaMalloc(&b.dst, kProbeMaxBytes));
-      BENCH_CUDA(cudaStreamCreateWithFlags(&b.stream, cudaStreamNonBlocking));
+      NOSA_BENCH_CUDA(cudaMalloc(&b.dst, kProbeMaxBytes));
+      NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&b.stream, cudaStreamNonBlocking));
     }
     return b;
   }
@@ -248,7 +247,7 @@ struct ProbeBuffers {
     auto it = memcpy_gbs.find(bytes);
     if (it != memcpy_gbs.end()) return it->second;
     const double sec = nosa_bench::median_copy_seconds(
-        [&](cudaStream_t s) { BENCH_CUDA(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, s)); }, 5, 20);
+        [&](cudaStream_t s) { NOSA_BENCH_CUDA(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, s)); }, 5, 20);
     return memcpy_gbs[bytes] = static_cast<double>(bytes) / sec / 1e9;
   }
 };
@@ -379,9 +378,9 @@ __global__ void __launch_bounds__(32) probe_tma_gather(const char* src, const in
 /// work between the two events would be timed).
 template <int kPiece>
 void probe_allow_smem() {
-  BENCH_CUDA(cudaFuncSetAttribute(probe_tma_gather<kPiece, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * kProbeStageBytes + 128));
-  BENCH_CUDA(cudaFuncSetAttribute(probe_tma_gather<kPiece, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, 4 * kProbeStageBytes + 128));
-  BENCH_CUDA(cudaFuncSetAttribute(probe_tma_gather<kPiece, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, 8 * kProbeStageBytes + 128));
+  NOSA_BENCH_CUDA(cudaFuncSetAttribute(probe_tma_gather<kPiece, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * kProbeStageBytes + 128));
+  NOSA_BENCH_CUDA(cudaFuncSetAttribute(probe_tma_gather<kPiece, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, 4 * kProbeStageBytes + 128));
+  NOSA_BENCH_CUDA(cudaFuncSetAttribute(probe_tma_gather<kPiece, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, 8 * kProbeStageBytes + 128));
 }
 
 enum class ProbeMethod { kMemcpy = 0, kCeBatch = 1, kSm = 2, kSmHint = 3, kTma = 4 };
@@ -400,7 +399,7 @@ void probe_launch(ProbeMethod m, int ctas, int stages, const char* src, const in
     }
     default: break;
   }
-  BENCH_CUDA(cudaGetLastError());
+  NOSA_BENCH_CUDA(cudaGetLastError());
 }
 
 /// Args: piece bytes, total MiB, CTAs, stages (tma only).
@@ -415,14 +414,14 @@ void BM_probe(benchmark::State& state, ProbeMethod method) {
   double sec = 0;
   if (method == ProbeMethod::kMemcpy) {
     sec = nosa_bench::timed_iterations(state, pb.stream, 1, 3, [&](int) {
-      BENCH_CUDA(cudaMemcpyAsync(pb.dst, pb.host, total, cudaMemcpyHostToDevice, pb.stream));
+      NOSA_BENCH_CUDA(cudaMemcpyAsync(pb.dst, pb.host, total, cudaMemcpyHostToDevice, pb.stream));
     });
   } else {
     const int sets = std::max<int>(4, static_cast<int>((std::size_t(128) << 20) / total));
     const std::vector<int> idx = probe_piece_sets(static_cast<std::size_t>(piece), n, sets, 77u + static_cast<unsigned>(piece + n));
     int* d_idx = nullptr;
-    BENCH_CUDA(cudaMalloc(&d_idx, idx.size() * sizeof(int)));
-    BENCH_CUDA(cudaMemcpy(d_idx, idx.data(), idx.size() * sizeof(int), cudaMemcpyHostToDevice));
+    NOSA_BENCH_CUDA(cudaMalloc(&d_idx, idx.size() * sizeof(int)));
+    NOSA_BENCH_CUDA(cudaMemcpy(d_idx, idx.data(), idx.size() * sizeof(int), cudaMemcpyHostToDevice));
     if (method == ProbeMethod::kCeBatch) {
       std::vector<std::vector<void*>> dsts(sets);
       std::vector<std::vector<const void*>> srcs(sets);
@@ -436,7 +435,7 @@ void BM_probe(benchmark::State& state, ProbeMethod method) {
       attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
       std::size_t attr_idx = 0;
       sec = nosa_bench::timed_iterations(state, pb.stream, sets, 2, [&](int st) {
-        BENCH_CUDA(cudaMemcpyBatchAsync(dsts[st].data(), srcs[st].data(), sizes.data(), static_cast<std::size_t>(n), &attr, &attr_idx,
+        NOSA_BENCH_CUDA(cudaMemcpyBatchAsync(dsts[st].data(), srcs[st].data(), sizes.data(), static_cast<std::size_t>(n), &attr, &attr_idx,
                                         1, pb.stream));
       });
     } else {
@@ -454,8 +453,8 @@ void BM_probe(benchmark::State& state, ProbeMethod method) {
         }
       });
     }
-    BENCH_CUDA(cudaStreamSynchronize(pb.stream));
-    BENCH_CUDA(cudaFree(d_idx));
+    NOSA_BENCH_CUDA(cudaStreamSynchronize(pb.stream));
+    NOSA_BENCH_CUDA(cudaFree(d_idx));
   }
   const double gbs = sec > 0 ? static_cast<double>(total) * static_cast<double>(state.iterations()) / sec / 1e9 : 0;
   state.counters["GB/s"] = gbs;
@@ -514,7 +513,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   cudaDeviceProp prop;
-  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  NOSA_BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
   g_ceiling_gbs = nosa_bench::pinned_h2d_ceiling_gbps();
   std::printf("device: %s, pinned H2D cudaMemcpy ceiling (64 MiB): %.1f GB/s\n", prop.name, g_ceiling_gbs);
   register_probes(prop);

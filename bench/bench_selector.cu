@@ -14,6 +14,8 @@
 // Short subset: --benchmark_filter='BM_(Stage1|Select)/.*/batch:(16|128)/hkv:2/ctx:131072'.
 #include <nosa/selector.cuh>
 
+#include "bench_util.cuh"
+
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
@@ -23,14 +25,6 @@
 
 namespace {
 
-#define BCHECK(expr)                                                                         \
-  do {                                                                                       \
-    cudaError_t e_ = (expr);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(e_));               \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
 
 using Geo = nosa::Geometry<64, 128, 16>;
 using T = nosa::bfloat16_t;
@@ -58,22 +52,22 @@ double copy_ceiling_gbps() {
   static double gbps = [] {
     const size_t bytes = size_t(1) << 30;
     void *a, *b;
-    BCHECK(cudaMalloc(&a, bytes));
-    BCHECK(cudaMalloc(&b, bytes));
+    NOSA_BENCH_CUDA(cudaMalloc(&a, bytes));
+    NOSA_BENCH_CUDA(cudaMalloc(&b, bytes));
     cudaStream_t s;
-    BCHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     cudaEvent_t e0, e1;
-    BCHECK(cudaEventCreate(&e0));
-    BCHECK(cudaEventCreate(&e1));
-    BCHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+    NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+    NOSA_BENCH_CUDA(cudaEventCreate(&e1));
+    NOSA_BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
     float best = 1e30f;
     for (int r = 0; r < 10; ++r) {
-      BCHECK(cudaEventRecord(e0, s));
-      BCHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
-      BCHECK(cudaEventRecord(e1, s));
-      BCHECK(cudaEventSynchronize(e1));
+      NOSA_BENCH_CUDA(cudaEventRecord(e0, s));
+      NOSA_BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+      NOSA_BENCH_CUDA(cudaEventRecord(e1, s));
+      NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
       float ms;
-      BCHECK(cudaEventElapsedTime(&ms, e0, e1));
+      NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
       best = std::min(best, ms);
     }
     cudaFree(a);
@@ -115,7 +109,7 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
     return state.SkipWithError("cluster path (or this cluster size) not usable for this shape on this device");
   }
   cudaStream_t s;
-  BCHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   const auto& st = sel.state();
   const int nc = sel.max_compressed();
   const size_t nkeys = size_t(batch) * hkv * nc * Geo::head_dim;
@@ -126,14 +120,14 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   int *d_slots, *d_lens, *d_ids, *d_counts;
   T* d_q;
   const size_t qn = size_t(batch) * hkv * Geo::group_size * Geo::head_dim;
-  BCHECK(cudaMalloc(&d_slots, batch * 4));
-  BCHECK(cudaMalloc(&d_lens, batch * 4));
-  BCHECK(cudaMalloc(&d_q, qn * 2));
-  BCHECK(cudaMalloc(&d_ids, size_t(batch) * hkv * 64 * 4));
-  BCHECK(cudaMalloc(&d_counts, size_t(batch) * hkv * 4));
-  BCHECK(cudaMemcpyAsync(d_slots, slots.data(), batch * 4, cudaMemcpyHostToDevice, s));
-  BCHECK(cudaMemcpyAsync(d_lens, lens.data(), batch * 4, cudaMemcpyHostToDevice, s));
-  BCHECK(cudaMemcpyAsync(st.counts, lens.data(), batch * 4, cudaMemcpyHostToDevice, s));
+  NOSA_BENCH_CUDA(cudaMalloc(&d_slots, batch * 4));
+  NOSA_BENCH_CUDA(cudaMalloc(&d_lens, batch * 4));
+  NOSA_BENCH_CUDA(cudaMalloc(&d_q, qn * 2));
+  NOSA_BENCH_CUDA(cudaMalloc(&d_ids, size_t(batch) * hkv * 64 * 4));
+  NOSA_BENCH_CUDA(cudaMalloc(&d_counts, size_t(batch) * hkv * 4));
+  NOSA_BENCH_CUDA(cudaMemcpyAsync(d_slots, slots.data(), batch * 4, cudaMemcpyHostToDevice, s));
+  NOSA_BENCH_CUDA(cudaMemcpyAsync(d_lens, lens.data(), batch * 4, cudaMemcpyHostToDevice, s));
+  NOSA_BENCH_CUDA(cudaMemcpyAsync(st.counts, lens.data(), batch * 4, cudaMemcpyHostToDevice, s));
   fill_bf16<<<256, 256, 0, s>>>(reinterpret_cast<__nv_bfloat16*>(d_q), qn, 3u, 1.f);
   nosa::SelectArgs<T> a;
   a.batch = batch;
@@ -154,18 +148,18 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
     }
   };
   for (int w = 0; w < 3; ++w) call();  // warm-up
-  BCHECK(cudaStreamSynchronize(s));
+  NOSA_BENCH_CUDA(cudaStreamSynchronize(s));
   cudaEvent_t e0, e1;
-  BCHECK(cudaEventCreate(&e0));
-  BCHECK(cudaEventCreate(&e1));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e0));
+  NOSA_BENCH_CUDA(cudaEventCreate(&e1));
   const int reps = 10;
   for (auto _ : state) {
-    BCHECK(cudaEventRecord(e0, s));
+    NOSA_BENCH_CUDA(cudaEventRecord(e0, s));
     for (int r = 0; r < reps; ++r) call();
-    BCHECK(cudaEventRecord(e1, s));
-    BCHECK(cudaEventSynchronize(e1));
+    NOSA_BENCH_CUDA(cudaEventRecord(e1, s));
+    NOSA_BENCH_CUDA(cudaEventSynchronize(e1));
     float ms;
-    BCHECK(cudaEventElapsedTime(&ms, e0, e1));
+    NOSA_BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
     state.SetIterationTime(ms * 1e-3 / reps);
   }
   if (!sel.device_errors(s).ok()) state.SkipWithError("device error flag set");
