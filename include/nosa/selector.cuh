@@ -421,6 +421,15 @@ class DeviceSelector {
       auto kernel = cluster_kernel();
       cudaFuncAttributes fa{};
       NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
+      // The kernel body exists only in code compiled for sm_90+ (__CUDA_ARCH__ >= 900). ptxVersion is
+      // the virtual architecture the loaded code was compiled for (also when the driver JIT-compiles
+      // compute_80 PTX for an sm_90 device, where binaryVersion would say 90).
+      const int code_arch = fa.ptxVersion > 0 ? fa.ptxVersion : fa.binaryVersion;
+      if (code_arch < 90) {
+        cluster_why_not_ = "the selector's code for this device was compiled for compute_" + std::to_string(code_arch) +
+                           " (thread-block clusters need code for sm_90 or newer)";
+        return {};
+      }
       const int dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
       // the same value from every selector of this instantiation: a later create() cannot
       // shrink what an earlier one's launches need

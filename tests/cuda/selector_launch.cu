@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -245,6 +246,21 @@ const std::vector<Entry>& registry() {
 }
 
 }  // namespace
+
+namespace {
+__global__ void binary_version_probe_kernel() {}
+}  // namespace
+
+bool cluster_path_expected() {
+  int device = 0, clusters = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device) != cudaSuccess || !clusters) return false;
+  cudaFuncAttributes fa{};
+  if (cudaFuncGetAttributes(&fa, binary_version_probe_kernel) != cudaSuccess) return false;
+  // the same architecture list as the selector kernels of this TU; ptxVersion is what __CUDA_ARCH__ was
+  std::printf("[selector] code for this device: ptxVersion %d, binaryVersion %d\n", fa.ptxVersion, fa.binaryVersion);
+  return (fa.ptxVersion > 0 ? fa.ptxVersion : fa.binaryVersion) >= 90;
+}
 
 std::vector<SelCase> compiled_selector_cases() {
   std::vector<SelCase> v;

@@ -77,4 +77,8 @@ std::unique_ptr<SelectorHandle> make_selector(const SelCase& c, nosa::Status* st
 /// The cases compiled into this test binary (a small set unless NOSA_FULL_MATRIX).
 std::vector<SelCase> compiled_selector_cases();
 
+/// True when the selector's cluster path can run here: the device has thread-block clusters and this
+/// test binary carries code for sm_90 or newer for it (an sm_80-only build falls back to the global path).
+bool cluster_path_expected();
+
 }  // namespace nosa_test

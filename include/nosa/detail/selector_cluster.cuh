@@ -60,6 +60,12 @@ NOSA_DEVICE NOSA_FORCEINLINE int cluster_block_begin(int rank, int C, int chunk,
 template <class T, class KS, int D, int G, bool NeedPe>
 __global__ void __launch_bounds__(kScoreThreads)
     score_pool_cluster_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  // Code for targets without clusters: never launched (DeviceSelector checks the binary version
+  // of this kernel for the device before it plans the cluster path).
+  (void)p;
+  __trap();
+#else
   namespace cg = cooperative_groups;
   using Scan = MmaScan<T, D, G>;
   __shared__ typename Scan::Shared sm;
@@ -118,6 +124,7 @@ __global__ void __launch_bounds__(kScoreThreads)
   for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
     pool_block<NeedPe>(p, m, nb - 1, r.nc, cb, window_s, p.pq + ih * p.max_nb, p.pe + ih * p.max_nb);
   cluster.sync();  // keep this CTA's S alive until every CTA has pooled
+#endif
 }
 
 }  // namespace detail
