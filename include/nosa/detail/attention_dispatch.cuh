@@ -109,7 +109,7 @@ struct AttentionLauncher {
   struct DeviceInfo {
     int sms = 0;
     int per_sm = 0;       // resident CTAs per SM at kSmemBytes
-    bool pdl = false;     // programmatic dependent launch (compute capability >= 9)
+    bool pdl = false;     // programmatic dependent launch (compute capability >= 9 and sm_90+ code)
   };
   static constexpr int kCachedDevices = 64;
 
@@ -133,9 +133,15 @@ struct AttentionLauncher {
     NOSA_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     NOSA_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_attention_kernel<CT, D, MT, Layout>,
                                                                 Tr::kThreads, Tr::kSmemBytes));
+    // griddepcontrol (the PDL wait in the merge kernel) exists only in code compiled for sm_90+:
+    // an sm_80 build that the driver JIT-compiles for an sm_90 device has none, so it must not be
+    // launched as a programmatic dependent (ptxVersion is the architecture the code was compiled for).
+    cudaFuncAttributes fa{};
+    NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, decode_attention_kernel<CT, D, MT, Layout>));
+    const int code_arch = fa.ptxVersion > 0 ? fa.ptxVersion : fa.binaryVersion;
     info->sms = sms;
     info->per_sm = per_sm;
-    info->pdl = major >= 9;
+    info->pdl = major >= 9 && code_arch >= 90;
     if (dev >= 0 && dev < kCachedDevices && sms > 0 && sms < (1 << 18) && per_sm >= 0 && per_sm < 0x800)
       ready[dev].store(((sms << 12) | (per_sm << 1) | (info->pdl ? 1 : 0)) + 1, std::memory_order_release);
     return {};
