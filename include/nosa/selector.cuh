@@ -444,17 +444,8 @@ class DeviceSelector {
         const int keys = (per + 31) / 32 * 32;  // >= score_chunk(nc, c) for every nc <= max_nc
         const std::size_t smem = detail::cluster_smem_bytes<kGroupSize>(keys);
         if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) continue;
-        cudaLaunchConfig_t lc{};
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeClusterDimension;
-        attr[0].val.clusterDim.x = static_cast<unsigned>(c);
-        attr[0].val.clusterDim.y = 1;
-        attr[0].val.clusterDim.z = 1;
-        lc.gridDim = dim3(static_cast<unsigned>(c), 1, 1);
-        lc.blockDim = dim3(detail::kScoreThreads, 1, 1);
-        lc.dynamicSmemBytes = smem;
-        lc.attrs = attr;
-        lc.numAttrs = 1;
+        cudaLaunchAttribute attr;
+        const cudaLaunchConfig_t lc = cluster_launch_config(c, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
         int active = 0;
         if (cudaOccupancyMaxActiveClusters(&active, kernel, &lc) != cudaSuccess) {
           (void)cudaGetLastError();  // this size cannot be launched here: leave it unusable
@@ -515,24 +506,34 @@ class DeviceSelector {
     return {};
   }
 
+  /// Launch configuration of the cluster kernel: clusters of `c` CTAs along x (the occupancy query
+  /// and the launch use the same one). `attr` must outlive the returned configuration.
+  static cudaLaunchConfig_t cluster_launch_config(int c, dim3 grid, std::size_t smem, cudaStream_t stream,
+                                                  cudaLaunchAttribute* attr) {
+    attr->id = cudaLaunchAttributeClusterDimension;
+    attr->val.clusterDim.x = static_cast<unsigned>(c);
+    attr->val.clusterDim.y = 1;
+    attr->val.clusterDim.z = 1;
+    cudaLaunchConfig_t lc{};
+    lc.gridDim = grid;
+    lc.blockDim = dim3(detail::kScoreThreads, 1, 1);
+    lc.dynamicSmemBytes = smem;
+    lc.stream = stream;
+    lc.attrs = attr;
+    lc.numAttrs = 1;
+    return lc;
+  }
+
   /// Stage 1 on the chosen path: the cluster kernel, or score + pool (nothing for dense).
   Status launch_stage1(const detail::SelectParams<T, KeyStore>& p, int batch, int cluster, cudaStream_t stream) const {
     if constexpr (kKind != SelectorKind::kDense) {
       constexpr bool need_pe = kKind == SelectorKind::kNosa;
       if constexpr (sizeof(KeyStore) == 2) {
         if (cluster > 0) {
-          cudaLaunchConfig_t lc{};
-          cudaLaunchAttribute attr[1];
-          attr[0].id = cudaLaunchAttributeClusterDimension;
-          attr[0].val.clusterDim.x = static_cast<unsigned>(cluster);
-          attr[0].val.clusterDim.y = 1;
-          attr[0].val.clusterDim.z = 1;
-          lc.gridDim = dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch);
-          lc.blockDim = dim3(detail::kScoreThreads, 1, 1);
-          lc.dynamicSmemBytes = static_cast<std::size_t>(clusters_[cluster].smem);
-          lc.stream = stream;
-          lc.attrs = attr;
-          lc.numAttrs = 1;
+          cudaLaunchAttribute attr;
+          const cudaLaunchConfig_t lc =
+              cluster_launch_config(cluster, dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch),
+                                    static_cast<std::size_t>(clusters_[cluster].smem), stream, &attr);
           NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel(), p));
           return {};
         }
