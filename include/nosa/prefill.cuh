@@ -128,17 +128,36 @@ inline Status check_geometry(const char* fn) {
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-/// Dynamic shared memory one block of the current device may opt in to (queried once per
-/// device: a pure query, also legal while a stream is being captured).
-inline Status device_smem_optin(int* bytes) {
+/// What the launches need to know of the current device, queried once per device (a pure
+/// query, also legal while a stream is being captured): the dynamic shared memory one block
+/// may opt in to, and whether it is sm_90 (where sm_90a code, the wgmma bodies, may run).
+struct DeviceLimits {
+  int smem_optin = 0;
+  bool sm90 = false;
+};
+inline Status device_limits(DeviceLimits* limits) {
   constexpr int kCachedDevices = 64;
-  static std::atomic<int> cached[kCachedDevices];  // 0: not yet queried
+  static std::atomic<int> cached[kCachedDevices];  // 0: not yet queried; else smem * 2 + sm90
   int device = 0;
   NOSA_CUDA_TRY(cudaGetDevice(&device));
   const bool cacheable = device >= 0 && device < kCachedDevices;
-  if (cacheable && (*bytes = cached[device].load(std::memory_order_relaxed)) > 0) return {};
-  NOSA_CUDA_TRY(cudaDeviceGetAttribute(bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (cacheable) cached[device].store(*bytes, std::memory_order_relaxed);
+  int packed = cacheable ? cached[device].load(std::memory_order_relaxed) : 0;
+  if (packed == 0) {
+    int smem = 0, major = 0, minor = 0;
+    NOSA_CUDA_TRY(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    NOSA_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    NOSA_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    packed = smem * 2 + (major == 9 && minor == 0 ? 1 : 0);
+    if (cacheable) cached[device].store(packed, std::memory_order_relaxed);
+  }
+  limits->smem_optin = packed / 2;
+  limits->sm90 = (packed & 1) != 0;
+  return {};
+}
+inline Status device_smem_optin(int* bytes) {
+  DeviceLimits limits;
+  NOSA_RETURN_IF_ERROR(device_limits(&limits));
+  *bytes = limits.smem_optin;
   return {};
 }
 
@@ -146,11 +165,12 @@ inline Status device_smem_optin(int* bytes) {
 }  // namespace detail
 
 /// Bytes of dynamic shared memory the attention kernel needs for rows < max_tokens (sparse
-/// mode keeps a bitmask of ceil(max_tokens / 64) bits, one per 64-token key tile).
+/// mode keeps a bitmask of ceil(max_tokens / 64) bits, one per 64-token key tile). sm90: for an
+/// sm_90 device, whose sm_90a body stages 128-token K/V tiles (default: the larger of the two).
 template <class Geo>
-inline int prefill_attention_smem_bytes(long long max_tokens) {
+inline int prefill_attention_smem_bytes(long long max_tokens, bool sm90 = true) {
   return detail::prefill::attn_smem_bytes<Geo::head_dim>(
-      (detail::num_blocks(max_tokens, detail::prefill::kKeyTile) + 31) / 32);
+      (detail::num_blocks(max_tokens, detail::prefill::kKeyTile) + 31) / 32, sm90);
 }
 
 /// Dense or block-sparse causal attention of rows [first_row, first_row + num_rows).
@@ -210,9 +230,10 @@ Status prefill_attention(const PrefillAttentionArgs<T>& a, cudaStream_t stream) 
   p.max_selected = a.max_selected;
   p.mask_words = sparse ? (detail::num_blocks(a.first_row + a.num_rows, pf::kKeyTile) + 31) / 32 : 0;
   p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
-  const int smem = pf::attn_smem_bytes<D>(p.mask_words);
-  int smem_max = 0;
-  NOSA_RETURN_IF_ERROR(pf::device_smem_optin(&smem_max));
+  pf::DeviceLimits limits;
+  NOSA_RETURN_IF_ERROR(pf::device_limits(&limits));
+  const int smem = pf::attn_smem_bytes<D>(p.mask_words, limits.sm90);
+  const int smem_max = limits.smem_optin;
   if (smem > smem_max)
     return not_supported("prefill_attention: rows up to first_row + num_rows = " + std::to_string(a.first_row + a.num_rows) +
                          " need " + std::to_string(smem) + " bytes of shared memory (tile bitmask included), the device allows " +

@@ -4,10 +4,12 @@
 // consecutive query rows of one KV head (packed row p -> query row p / G, head g = p % G), so the
 // K/V tiles read serve every head of the group. Each warp owns 16 packed rows (a warpgroup of 4 warps owns 64).
 // Two bodies share the launch shape, the tile walk, the masking and the online softmax:
-//   sm_90a (NOSA_HAS_WGMMA, head dims 64 and 128): S = Q K^T with wgmma from shared memory
-//     (SW128 tiles), O += P V with P from registers; the next tile's S is computed while the
-//     current tile's P V runs (three K/V stages, cp.async).
-//   every other target (and D = 256): mma.sync m16n8k16 from ldmatrix fragments, two stages.
+//   sm_90a (NOSA_HAS_WGMMA, head dims 64 and 128): one step covers two visited 64-token key
+//     tiles (128 keys; any two, so sparse steps stay dense); S = Q K^T with wgmma from shared
+//     memory (SW128 tiles), O += P V with P from registers; the next step's S is computed while
+//     this step's P V runs (two K stages, three V stages, cp.async).
+//   every other target (and D = 256): mma.sync m16n8k16 from ldmatrix fragments, one 64-token
+//     tile per step, two stages.
 // Both accumulate in fp32 with the softmax statistics in fp32 (log2 domain).
 //
 // The key loop visits one 64-token key tile per iteration, whatever the block size B (16, 32,
@@ -40,14 +42,16 @@ inline constexpr int kAttnThreads = kAttnWarps * 32;
 inline constexpr int kTileRows = 16 * kAttnWarps;  // packed rows per CTA
 inline constexpr int kKeyTile = 64;                // tokens per key tile (any block size)
 
-/// K/V tile stages in shared memory: three where the wgmma body may run (it keeps a tile's V
-/// in use while the next tile's K is read and the one after is loading), two for D = 256.
-template <int D>
-inline constexpr int kAttnKvStages = D <= 128 ? 3 : 2;
 /// Whether this head dim has the sm_90a wgmma body (D = 256 would need 128 accumulator
 /// registers for O alone and keeps the mma.sync body).
 template <int D>
 inline constexpr bool kAttnHasWgmmaBody = D <= 128;
+inline constexpr int kWgKeys = 2 * kKeyTile;  // keys per wgmma step (two 64-token tiles)
+/// 64-token tiles per wgmma step: dense 2; sparse 2 only for B = 128 (whose blocks fill both
+/// tiles of a step); smaller blocks are scattered, so a fixed pair of tiles would often be half
+/// empty (H200, 32K NOSA^S at B = 64: 14.7 ms with pairs, 10.7 ms with single tiles).
+template <bool kSparse, int B>
+inline constexpr int kAttnStepTiles = !kSparse || B >= 128 ? 2 : 1;
 
 struct AttnParams {
   const void* q;         // [num_rows][Hq][D]
@@ -67,15 +71,24 @@ struct AttnParams {
   float scale_log2;  // log2(e) / sqrt(D)
 };
 
-/// 1024 bytes of slack: the SW128 tiles need a 1024-byte aligned base, dynamic shared memory
+/// Shared memory after the Q tile: the mma.sync body's K/V/bias stages (2 x 64 tokens) and the
+/// wgmma body's (K and bias 2 x 128 tokens, V 3 x 128 tokens).
+template <int D>
+inline constexpr int kAttnMmaRegion = 2 * 2 * kKeyTile * D * 2 + 2 * kKeyTile * 4;
+template <int D>
+inline constexpr int kAttnWgRegion = kAttnHasWgmmaBody<D> ? (2 + 3) * kWgKeys * D * 2 + 2 * kWgKeys * 4 : 0;
+/// The region the body compiled for `wgmma_layout` uses (the larger of the two where the wgmma
+/// body may run, so the tile bitmask that follows is at one offset for both bodies).
+template <int D>
+NOSA_HOST_DEVICE constexpr int attn_region_bytes(bool wgmma_layout) {
+  return wgmma_layout && kAttnWgRegion<D> > kAttnMmaRegion<D> ? kAttnWgRegion<D> : kAttnMmaRegion<D>;
+}
+/// Dynamic shared memory of one CTA. wgmma_layout: the device is sm_90 and may run the sm_90a
+/// body. 1024 bytes of slack: SW128 tiles need a 1024-byte aligned base, dynamic shared memory
 /// guarantees 16.
 template <int D>
-constexpr int attn_smem_bytes_static() {
-  return 1024 + (kTileRows * D + 2 * kAttnKvStages<D> * kKeyTile * D) * 2 + kAttnKvStages<D> * kKeyTile * 4;
-}
-template <int D>
-inline int attn_smem_bytes(int mask_words) {
-  return attn_smem_bytes_static<D>() + mask_words * 4;
+NOSA_HOST_DEVICE constexpr int attn_smem_bytes(int mask_words, bool wgmma_layout) {
+  return 1024 + kTileRows * D * 2 + attn_region_bytes<D>(wgmma_layout) + mask_words * 4;
 }
 
 /// The state of one CTA of the prefill attention: its shared tiles, its rows, the tile walk,
@@ -86,14 +99,11 @@ struct AttnCta {
   static constexpr int kBlocksPerTile = B < kKeyTile ? kKeyTile / B : 1;  // blocks a key tile touches
   static constexpr int kRows = kTileRows / G;                              // query rows per CTA
   static constexpr int kPacked = kRows * G;                                // used packed rows
-  static constexpr int kStages = kAttnKvStages<D>;
   static constexpr float kLog2e = 1.4426950408889634f;
 
   const AttnParams& p;
   T* sQ;                 // [kTileRows][D]
-  T* sK;                 // [kStages][64][D]
-  T* sV;                 // [kStages][64][D]
-  float* sB;             // [kStages][64]
+  unsigned char* region; // the body's K/V/bias stages (kAttnMmaRegion / kAttnWgRegion)
   std::uint32_t* sMask;  // [mask_words]
   int h, row0, rows_here, last_tile;
   long long kv_limit;  // tokens that may be read
@@ -112,10 +122,8 @@ struct AttnCta {
     const std::uint32_t base = smem_u32(smem_raw);
     unsigned char* aligned = smem_raw + ((1024u - (base & 1023u)) & 1023u);
     sQ = reinterpret_cast<T*>(aligned);
-    sK = sQ + kTileRows * D;
-    sV = sK + kStages * kKeyTile * D;
-    sB = reinterpret_cast<float*>(sV + kStages * kKeyTile * D);
-    sMask = reinterpret_cast<std::uint32_t*>(sB + kStages * kKeyTile);
+    region = aligned + kTileRows * D * 2;
+    sMask = reinterpret_cast<std::uint32_t*>(region + attn_region_bytes<D>(NOSA_HAS_WGMMA != 0));
     h = blockIdx.y;
     // The last rows see the most tiles: start them first so the causal tail stays short.
     row0 = (gridDim.x - 1 - blockIdx.x) * kRows;
@@ -205,59 +213,83 @@ struct AttnCta {
       return q + (static_cast<long long>(lr) * Hq + h * G + r % G) * D;
     });
   }
-  template <class Layout>
-  NOSA_DEVICE NOSA_FORCEINLINE void load_kv(int u, int stage, Layout at) {
-    const long long t0 = static_cast<long long>(u) * kKeyTile;
-    load_rows(sK + stage * kKeyTile * D, kKeyTile, kh, at,
-              [&](int r) -> const T* { return t0 + r < kv_limit ? kh + (t0 + r) * D : nullptr; });
-    load_rows(sV + stage * kKeyTile * D, kKeyTile, vh, at,
-              [&](int r) -> const T* { return t0 + r < kv_limit ? vh + (t0 + r) * D : nullptr; });
+  /// K, V (and bias) of the 64-token key tiles ua and ub (ub < 0: none, zeros) as rows
+  /// 0..63 and 64..127 of the stage tiles (kRowsOut = 64: ua only).
+  template <int kRowsOut, class Layout>
+  NOSA_DEVICE NOSA_FORCEINLINE void load_kv(int ua, int ub, T* k_dst, T* v_dst, float* b_dst, Layout at) {
+    const long long ta = static_cast<long long>(ua) * kKeyTile;
+    const long long tb = ub >= 0 ? static_cast<long long>(ub) * kKeyTile : kv_limit;
+    auto token = [&](int r) { return r < kKeyTile ? ta + r : tb + (r - kKeyTile); };
+    load_rows(k_dst, kRowsOut, kh, at, [&](int r) -> const T* {
+      const long long t = token(r);
+      return t < kv_limit ? kh + t * D : nullptr;
+    });
+    load_rows(v_dst, kRowsOut, vh, at, [&](int r) -> const T* {
+      const long long t = token(r);
+      return t < kv_limit ? vh + t * D : nullptr;
+    });
     if constexpr (kBias) {
-      if (threadIdx.x < kKeyTile) {
-        const bool ok = t0 + threadIdx.x < kv_limit;
-        cp_async_4(sB + stage * kKeyTile + threadIdx.x, ok ? bh + t0 + threadIdx.x : bh, ok ? 4 : 0);
+      if (threadIdx.x < kRowsOut) {
+        const long long t = token(threadIdx.x);
+        const bool ok = t < kv_limit;
+        cp_async_4(b_dst + threadIdx.x, ok ? bh + t : bh, ok ? 4 : 0);
       }
     }
   }
 
-  /// Online softmax of key tile u (its bias in stage `stage`) over this thread's S fragment
-  /// s[4 * nt + e] = (row j = e / 2, column 8 nt + 2 (lane % 4) + e % 2): masks, updates the
-  /// row statistics, leaves the unnormalized probabilities in s and returns the rescale
-  /// factors of O.
-  NOSA_DEVICE NOSA_FORCEINLINE void softmax_tile(float (&s)[32], int u, int stage, float (&alpha)[2]) {
+  /// Online softmax of one step over kSub 64-token key tiles whose first tokens are t_sub[]
+  /// (their bias at bias[64 h ..]), on this thread's S fragment s[4 nt + e] = (row j = e / 2,
+  /// column 8 nt + 2 (lane % 4) + e % 2; tile nt / 8): masks, updates the row statistics,
+  /// leaves the unnormalized probabilities in s and returns the rescale factors of O.
+  template <int kSub>
+  NOSA_DEVICE NOSA_FORCEINLINE void softmax_step(float (&s)[32 * kSub], const long long (&t_sub)[kSub],
+                                                 const float* bias, float (&alpha)[2]) {
     const int quad_col = (threadIdx.x & 3) * 2;
-    const long long t0 = static_cast<long long>(u) * kKeyTile;
-    // Bit b of in_set[j]: block (first block of the tile + b) is in row j's own set.
-    std::uint32_t in_set[2];
+    // lim[j][h][b]: the last column (within tile h) that row j sees in block b of the tile
+    // (-1: none): the block is in the row's own set and its tokens are <= the row.
+    int lim[2][kSub][kBlocksPerTile];
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      in_set[j] = row_ok[j] ? 1u : 0u;
-      if constexpr (kSparse) {
-        in_set[j] = 0u;
-        if (row_ok[j]) {
-          // Merge walk over the ascending list; tiles come in ascending order, so the position
-          // only moves forward (for B = 128 two consecutive tiles share one block).
-          const int b_first = static_cast<int>(t0 / B);
-          while (sel_pos[j] < sel_count[j] && sel_list[j][sel_pos[j]] < b_first) ++sel_pos[j];
-          for (int e = sel_pos[j]; e < sel_count[j]; ++e) {
-            const int off = sel_list[j][e] - b_first;
-            if (off >= kBlocksPerTile) break;
-            if (off >= 0) in_set[j] |= 1u << off;  // off < 0 only for an unsorted list
+#pragma unroll
+      for (int hs = 0; hs < kSub; ++hs) {
+        std::uint32_t in_set = row_ok[j] ? ~0u : 0u;
+        if constexpr (kSparse) {
+          in_set = 0u;
+          if (row_ok[j]) {
+            // Merge walk over the ascending list; tiles come in ascending order, so the
+            // position only moves forward (for B = 128 two consecutive tiles share one block).
+            const int b_first = static_cast<int>(t_sub[hs] / B);
+            while (sel_pos[j] < sel_count[j] && sel_list[j][sel_pos[j]] < b_first) ++sel_pos[j];
+            for (int e = sel_pos[j]; e < sel_count[j]; ++e) {
+              const int off = sel_list[j][e] - b_first;
+              if (off >= kBlocksPerTile) break;
+              if (off >= 0) in_set |= 1u << off;  // off < 0 only for an unsorted list
+            }
           }
         }
+        const long long rel = row_abs[j] - t_sub[hs];
+        const int last = rel < 0 ? -1 : (rel >= kKeyTile ? kKeyTile - 1 : static_cast<int>(rel));
+#pragma unroll
+        for (int b = 0; b < kBlocksPerTile; ++b) lim[j][hs][b] = (in_set >> b) & 1u ? last : -1;
       }
     }
     float tile_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
+    for (int nt = 0; nt < 8 * kSub; ++nt) {
+      const int hs = nt / 8;
+      const int blk = B < kKeyTile ? (nt % 8) * 8 / B : 0;  // block of these columns within the tile
+      const int col = (nt % 8) * 8 + quad_col;             // column of e = 0 within the tile
+      float b2[2] = {0.f, 0.f};
+      if constexpr (kBias) {
+        const float2 bv = *reinterpret_cast<const float2*>(bias + hs * kKeyTile + col);
+        b2[0] = bv.x * kLog2e;
+        b2[1] = bv.y * kLog2e;
+      }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int j = e >> 1;
-        const int col = nt * 8 + quad_col + (e & 1);
-        const int blk = B < kKeyTile ? nt * 8 / B : 0;  // block of this column within the tile
-        float x = s[4 * nt + e] * p.scale_log2;
-        if constexpr (kBias) x += sB[stage * kKeyTile + col] * kLog2e;
-        if (!((in_set[j] >> blk) & 1u) || t0 + col > row_abs[j]) x = -CUDART_INF_F;
+        float x = fmaf(s[4 * nt + e], p.scale_log2, b2[e & 1]);
+        if (col + (e & 1) > lim[j][hs][blk]) x = -CUDART_INF_F;
         s[4 * nt + e] = x;
         tile_max[j] = fmaxf(tile_max[j], x);
       }
@@ -275,7 +307,7 @@ struct AttnCta {
     }
     float tile_sum[2] = {0.f, 0.f};
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
+    for (int i = 0; i < 32 * kSub; ++i) {
       s[i] = fast_exp2(s[i] - base[(i >> 1) & 1]);
       tile_sum[(i >> 1) & 1] += s[i];
     }
@@ -285,9 +317,10 @@ struct AttnCta {
 
   /// P (the exponentiated S fragment) as the A fragments of P V: the fragments of n-tiles
   /// (2kk, 2kk+1) are the A fragment of k-step kk.
-  static NOSA_DEVICE NOSA_FORCEINLINE void pack_p(const float (&s)[32], std::uint32_t (&pf)[4][4]) {
+  template <int kSteps>
+  static NOSA_DEVICE NOSA_FORCEINLINE void pack_p(const float (&s)[8 * kSteps], std::uint32_t (&pf)[kSteps][4]) {
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
+    for (int kk = 0; kk < kSteps; ++kk) {
       pf[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
       pf[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
       pf[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
@@ -327,15 +360,18 @@ struct AttnCta {
     }
   }
 
-  // ---- sm_80 body: mma.sync over ldmatrix fragments, two stages --------------------------------
+  // ---- sm_80 body: mma.sync over ldmatrix fragments, one 64-token tile per step, two stages ---
   NOSA_DEVICE NOSA_FORCEINLINE void run_mma_sync() {
+    T* sK = reinterpret_cast<T*>(region);  // [2][64][D]
+    T* sV = sK + 2 * kKeyTile * D;         // [2][64][D]
+    float* sB = reinterpret_cast<float*>(sV + 2 * kKeyTile * D);  // [2][64]
     auto at = [](int r, int c) { return swz<D>(r, c); };
     load_q(at);
     cp_async_commit();
     build_mask();
     const int warp = threadIdx.x >> 5;
     int u = next_tile(-1);
-    if (u >= 0) load_kv(u, 0, at);
+    if (u >= 0) load_kv<kKeyTile>(u, -1, sK, sV, sB, at);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -348,7 +384,9 @@ struct AttnCta {
     const int lane = threadIdx.x & 31;
     while (u >= 0) {
       const int un = next_tile(u);
-      if (un >= 0) load_kv(un, stage ^ 1, at);
+      if (un >= 0)
+        load_kv<kKeyTile>(un, -1, sK + (stage ^ 1) * kKeyTile * D, sV + (stage ^ 1) * kKeyTile * D,
+                          sB + (stage ^ 1) * kKeyTile, at);
       cp_async_commit();
       cp_async_wait<1>();
       __syncthreads();
@@ -360,8 +398,9 @@ struct AttnCta {
       qk_product<D>(reinterpret_cast<float(&)[8][4]>(s), qf, tK);
       float alpha[2];
       std::uint32_t pf[4][4];
-      softmax_tile(s, u, stage, alpha);
-      pack_p(s, pf);
+      const long long t_sub[1] = {static_cast<long long>(u) * kKeyTile};
+      softmax_step<1>(s, t_sub, sB + stage * kKeyTile, alpha);
+      pack_p<4>(s, pf);
       rescale(o, alpha);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
@@ -385,87 +424,132 @@ struct AttnCta {
   }
 
 #if NOSA_HAS_WGMMA
-  // ---- sm_90a body: wgmma, three stages, S of tile n+1 overlaps P V of tile n -----------------
+  // ---- sm_90a body: wgmma over steps of kSub 64-token tiles; S of step n+1 overlaps P V of n --
+  // A step is the pair of tiles (2k, 2k+1) when kSub = 2 (visited if either is), tile k when
+  // kSub = 1: fixed by token position, so a row's tiles group into steps the same way whatever
+  // the other rows of its CTA select (chunked == one pass, bit for bit).
+  template <int kSub>
+  NOSA_DEVICE NOSA_FORCEINLINE int next_step(int k) const {
+    if constexpr (kSub == 1) {
+      return next_tile(k);
+    } else {
+      const int u = next_tile(2 * k + 1);
+      return u < 0 ? -1 : u / 2;
+    }
+  }
+
+  template <int kSub>
   NOSA_DEVICE NOSA_FORCEINLINE void run_wgmma() {
+    constexpr int kKeys = kSub * kKeyTile;  // keys per step
+    constexpr std::uint32_t kTileBytes = kWgKeys * D * 2;  // one stage (sized for 128 keys)
+    T* sK = reinterpret_cast<T*>(region);                  // [2][128][D]
+    T* sV = sK + 2 * kWgKeys * D;                          // [3][128][D]
+    float* sB = reinterpret_cast<float*>(sV + 3 * kWgKeys * D);  // [2][128], with K
     auto at_q = [](int r, int c) { return wgmma::sw128_offset<kTileRows>(r, c); };
-    auto at_kv = [](int r, int c) { return wgmma::sw128_offset<kKeyTile>(r, c); };
+    auto at_kv = [](int r, int c) { return wgmma::sw128_offset<kKeys>(r, c); };
     const int wg = threadIdx.x >> 7;  // warpgroup: packed rows 64 wg .. 64 wg + 63
     const std::uint32_t q_addr = smem_u32(sQ) + wg * (64 * 128);
     const std::uint32_t k_addr = smem_u32(sK), v_addr = smem_u32(sV);
-    constexpr std::uint32_t kStageBytes = kKeyTile * D * 2;
-    float s[32];
+    float s[32 * kSub];
     float o[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
     // S = Q K^T (K-major x K-major): k-step kk reads 16 columns of slab kk / 4.
-    auto issue_qk = [&](int stage) {
+    auto issue_qk = [&](int kst) {
       wgmma::fence();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
         const std::uint64_t da = wgmma::sw128_desc(q_addr + (kk / 4) * (kTileRows * 128) + (kk % 4) * 32, 16, 1024);
         const std::uint64_t db =
-            wgmma::sw128_desc(k_addr + stage * kStageBytes + (kk / 4) * (kKeyTile * 128) + (kk % 4) * 32, 16, 1024);
-        wgmma::Op<64, T>::ss(s, da, db, kk > 0 ? 1 : 0);
+            wgmma::sw128_desc(k_addr + kst * kTileBytes + (kk / 4) * (kKeys * 128) + (kk % 4) * 32, 16, 1024);
+        wgmma::Op<kKeys, T>::ss(s, da, db, kk > 0 ? 1 : 0);
       }
       wgmma::commit();
     };
     // O += P V (registers x MN-major V): k-step kk reads tokens 16 kk .. 16 kk + 15.
-    auto issue_pv = [&](int stage, const std::uint32_t (&pf)[4][4]) {
+    auto issue_pv = [&](int vst, const std::uint32_t (&pf)[4 * kSub][4]) {
       wgmma::fence();
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        wgmma::Op<D, T>::rs_tb(o, pf[kk], wgmma::sw128_desc(v_addr + stage * kStageBytes + kk * (16 * 128), kKeyTile * 128, 1024), 1);
+      for (int kk = 0; kk < 4 * kSub; ++kk)
+        wgmma::Op<D, T>::rs_tb(o, pf[kk], wgmma::sw128_desc(v_addr + vst * kTileBytes + kk * (16 * 128), kKeys * 128, 1024),
+                               1);
       wgmma::commit();
+    };
+    // Tiles of step k; a tile the CTA does not visit is zero-filled, not read (every row
+    // masks it: none of its blocks is both selected and visible).
+    auto tiles = [&](int step, int (&u)[2]) {
+      u[0] = kSub == 1 ? step : 2 * step;
+      u[1] = kSub == 1 ? -1 : 2 * step + 1;
+      if constexpr (kSparse && kSub == 2) {
+        if (!((sMask[u[0] >> 5] >> (u[0] & 31)) & 1u)) u[0] = -1;
+        if (u[1] > last_tile || !((sMask[u[1] >> 5] >> (u[1] & 31)) & 1u)) u[1] = -1;
+      }
+    };
+    auto load_step = [&](int step, int kst_to, int vst_to) {
+      int u[2];
+      tiles(step, u);
+      // load_kv takes tile indices: an absent first tile is passed as one past kv_limit (zeros).
+      const int ua = u[0] >= 0 ? u[0] : static_cast<int>((kv_limit + kKeyTile - 1) / kKeyTile);
+      load_kv<kKeys>(ua, u[1], sK + kst_to * kWgKeys * D, sV + vst_to * kWgKeys * D, sB + kst_to * kWgKeys, at_kv);
+    };
+    auto sub_tokens = [&](int step, long long (&t)[kSub]) {
+#pragma unroll
+      for (int hs = 0; hs < kSub; ++hs) t[hs] = (static_cast<long long>(step) * kSub + hs) * kKeyTile;
     };
 
     load_q(at_q);
     build_mask();
-    int u = next_tile(-1);
-    if (u >= 0) load_kv(u, 0, at_kv);
-    cp_async_commit();  // Q and the first tile
-    int un = u >= 0 ? next_tile(u) : -1;
-    if (un >= 0) load_kv(un, 1, at_kv);
-    cp_async_commit();  // the second tile
+    int k = next_step<kSub>(-1);
+    if (k >= 0) load_step(k, 0, 0);
+    cp_async_commit();  // Q and the first step
+    int kn = k >= 0 ? next_step<kSub>(k) : -1;
+    if (kn >= 0) load_step(kn, 1, 1);
+    cp_async_commit();  // the second step
     cp_async_wait<1>();
     wgmma::fence_proxy_async();
     __syncthreads();
-    std::uint32_t pf[4][4];
+    std::uint32_t pf[4 * kSub][4];
     float alpha[2];
-    if (u >= 0) {
+    if (k >= 0) {
       issue_qk(0);
       wgmma::wait<0>();
       wgmma::pin(s);
-      softmax_tile(s, u, 0, alpha);  // O is still zero: alpha is not needed
-      pack_p(s, pf);
+      long long t[kSub];
+      sub_tokens(k, t);
+      softmax_step<kSub>(s, t, sB, alpha);  // O is still zero: alpha is not needed
+      pack_p<4 * kSub>(s, pf);
     }
-    // Steady state: while a next tile exists, its S runs, then this tile's P V; the softmax of
-    // the next tile overlaps that P V. The last tile's P V follows the loop.
-    int stage = 0;
-    while (un >= 0) {
-      const int nstage = stage + 1 == kStages ? 0 : stage + 1;
-      cp_async_wait<0>();  // tile un (this thread's copies)
+    // Steady state: while a next step exists, its S runs, then this step's P V; the softmax of
+    // the next step overlaps that P V. The last step's P V follows the loop.
+    int kst = 0, vst = 0;  // stages of step k: K and bias (2), V (3)
+    while (kn >= 0) {
+      const int kst_n = kst ^ 1, vst_n = vst == 2 ? 0 : vst + 1;
+      cp_async_wait<0>();  // step kn (this thread's copies)
       wgmma::fence_proxy_async();
-      // Publishes tile un; every warp has finished tile u - 1, so its stage can be refilled.
+      // Publishes step kn; every warp has finished step k - 1, so its stages can be refilled.
       __syncthreads();
-      const int u2 = next_tile(un);
-      if (u2 >= 0) load_kv(u2, nstage + 1 == kStages ? 0 : nstage + 1, at_kv);
+      const int k2 = next_step<kSub>(kn);
+      if (k2 >= 0) load_step(k2, kst, vst_n == 2 ? 0 : vst_n + 1);
       cp_async_commit();
-      issue_qk(nstage);
-      issue_pv(stage, pf);
-      wgmma::wait<1>();  // S of tile un is done; P V of tile u may still run
+      issue_qk(kst_n);
+      issue_pv(vst, pf);
+      wgmma::wait<1>();  // S of step kn is done; P V of step k may still run
       wgmma::pin(s);
-      softmax_tile(s, un, nstage, alpha);
+      long long t[kSub];
+      sub_tokens(kn, t);
+      softmax_step<kSub>(s, t, sB + kst_n * kWgKeys, alpha);
       wgmma::wait<0>();
       wgmma::pin(o);
-      // Only now may P V's inputs change: P of tile un replaces P of tile u.
+      // Only now may P V's inputs change: P of step kn replaces P of step k.
       rescale(o, alpha);
-      pack_p(s, pf);
-      u = un;
-      un = u2;
-      stage = nstage;
+      pack_p<4 * kSub>(s, pf);
+      k = kn;
+      kn = k2;
+      kst = kst_n;
+      vst = vst_n;
     }
-    if (u >= 0) {
-      issue_pv(stage, pf);
+    if (k >= 0) {
+      issue_pv(vst, pf);
       wgmma::wait<0>();
       wgmma::pin(o);
     }
@@ -484,7 +568,7 @@ __global__ void __launch_bounds__(kAttnThreads, 1) prefill_attention_kernel(cons
   AttnCta<T, D, G, B, kSparse, kBias> cta(p, pf_smem);
 #if NOSA_HAS_WGMMA
   if constexpr (kAttnHasWgmmaBody<D>) {
-    cta.run_wgmma();
+    cta.template run_wgmma<kAttnStepTiles<kSparse, B>>();
   } else {
     cta.run_mma_sync();
   }

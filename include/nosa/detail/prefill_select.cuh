@@ -17,12 +17,14 @@
 #include <nosa/detail/cuda_types.cuh>
 #include <nosa/detail/prefill_mma.cuh>
 #include <nosa/detail/selection_math.h>
+#include <nosa/detail/wgmma.cuh>
 
 #include <cuda_runtime.h>
 #include <math_constants.h>
 
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 NOSA_NAMESPACE_BEGIN
 namespace detail {
@@ -68,12 +70,31 @@ __global__ void __launch_bounds__(D) compress_kernel(const __grid_constant__ Com
 
 // ---------------------------------------------------------------------------------------------
 // stage 1
+//
+// CTA = kS1Warps warps = kS1Rows packed rows (the G heads of kS1Rows / G query rows of one KV
+// head) against tiles of 64 compressed keys. Two bodies, one launch shape and shared-memory size:
+//  - sm_90a (NOSA_HAS_WGMMA) with D <= 128: each warpgroup multiplies its 64 packed rows by the
+//    key tile with wgmma m64n64k16, both operands K-major SW128 tiles in shared memory (no Q
+//    fragments in registers). Keys are triple-buffered by cp.async; the two passes form one
+//    sequence of 2 * num_tiles steps, taken two at a time: both products are issued together,
+//    so step u + 1's runs on the tensor cores under step u's softmax / pooling work.
+//  - everything else (sm_80, plain sm_90, the host pass, D = 256): every warp keeps its 16 rows
+//    of Q as mma.sync A fragments (ldmatrix from an XOR-swizzled tile), keys double-buffered.
+// Both bodies hand each tile's fp32 products to the same code (tile_work), so masking, the two
+// passes, the head sums and the pooling are one implementation; only the summation order inside
+// the q . Kc dot products differs between the two bodies.
 
-inline constexpr int kS1Warps = 4;
+inline constexpr int kS1Warps = 8;
 inline constexpr int kS1Threads = kS1Warps * 32;
-inline constexpr int kS1Rows = 16 * kS1Warps;  // packed rows per CTA
+inline constexpr int kS1Rows = 16 * kS1Warps;  // packed rows per CTA (two warpgroups of 64)
 inline constexpr int kS1Keys = 64;             // compressed keys per tile
 inline constexpr int kS1PStride = kS1Keys + 1;
+
+/// Head dims whose sm_90a body is the wgmma one (D = 256 would not fit three key buffers).
+template <int D>
+inline constexpr bool kS1WgmmaDim = D <= 128;
+template <int D>
+inline constexpr int kS1KeyBufs = kS1WgmmaDim<D> ? 3 : 2;
 
 struct Stage1Params {
   const void* q;        // [num_rows][Hq][D]
@@ -89,21 +110,43 @@ struct Stage1Params {
   float scale_log2;
 };
 
+/// Dynamic shared memory of stage1_kernel<T, D, G>: 1024 bytes of alignment slack (the SW128
+/// tiles need a 1024-byte aligned base), Q [kS1Rows][D], hi and lo key buffers [bufs][64][D],
+/// probabilities [kS1Rows][65] fp32, visible windows per row [kS1Rows] ints.
 template <int D>
 constexpr int stage1_smem_bytes() {
-  return (kS1Rows * D + 4 * kS1Keys * D) * 2 + kS1Rows * kS1PStride * 4 + kS1Rows * 4;
+  return 1024 + (kS1Rows * D + 2 * kS1KeyBufs<D> * kS1Keys * D) * 2 + kS1Rows * kS1PStride * 4 + kS1Rows * 4;
+}
+
+/// Copies a [Rows][D] tile of 2-byte elements with 16-byte cp.async: row r from src(r)
+/// (nullptr = zeros), element (r, col) to tile[offset(r, col)]. All kS1Threads threads take
+/// part; no cp.async group is committed here.
+template <int Rows, int D, class T, class Offset, class RowPtr>
+NOSA_DEVICE NOSA_FORCEINLINE void stage1_load(T* tile, const T* fallback, Offset offset, RowPtr src) {
+  constexpr int kChunks = D / 8;
+  static_assert(Rows * kChunks % kS1Threads == 0, "every thread copies the same number of chunks");
+#pragma unroll
+  for (int i = 0; i < Rows * kChunks / kS1Threads; ++i) {
+    const int idx = static_cast<int>(threadIdx.x) + i * kS1Threads;
+    const int r = idx / kChunks, c = idx % kChunks;
+    const T* row = src(r);
+    cp_async_16(tile + offset(r, c * 8), row != nullptr ? row + c * 8 : fallback, row != nullptr ? 16 : 0);
+  }
 }
 
 template <class T, int D, int G>
-__global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constant__ Stage1Params p) {
+__global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(const __grid_constant__ Stage1Params p) {
   constexpr int kRows = kS1Rows / G;
   constexpr int kPacked = kRows * G;
+  constexpr int kBufs = kS1KeyBufs<D>;
+  constexpr int kTileElems = kS1Keys * D;
   extern __shared__ __align__(128) unsigned char pf_smem[];
-  T* sQ = reinterpret_cast<T*>(pf_smem);
-  T* sH = sQ + kS1Rows * D;    // [2][64][D]
-  T* sL = sH + 2 * kS1Keys * D;  // [2][64][D]
-  float* sP = reinterpret_cast<float*>(sL + 2 * kS1Keys * D);  // [64][65]
-  int* sNc = reinterpret_cast<int*>(sP + kS1Rows * kS1PStride);  // [kRows] visible windows per row
+  unsigned char* smem = pf_smem + ((1024u - (smem_u32(pf_smem) & 1023u)) & 1023u);
+  T* sQ = reinterpret_cast<T*>(smem);                             // [kS1Rows][D]
+  T* sH = sQ + kS1Rows * D;                                       // [kBufs][64][D]
+  T* sL = sH + kBufs * kTileElems;                                // [kBufs][64][D]
+  float* sP = reinterpret_cast<float*>(sL + kBufs * kTileElems);  // [kS1Rows][65]
+  int* sNc = reinterpret_cast<int*>(sP + kS1Rows * kS1PStride);   // [kRows] visible windows per row
 
   const int h = blockIdx.y;
   const int Hq = p.num_kv_heads * G;
@@ -116,22 +159,10 @@ __global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constan
   const T* q = static_cast<const T*>(p.q);
   const T* khi = static_cast<const T*>(p.keys_hi) + static_cast<long long>(h) * p.capacity * D;
   const T* klo = use_lo ? static_cast<const T*>(p.keys_lo) + static_cast<long long>(h) * p.capacity * D : khi;
-
-  load_tile_64<D, kS1Threads>(sQ, q, [&](int r) -> const T* {
+  auto q_row = [&](int r) -> const T* {
     const int lr = row0 + r / G;
     if (r >= kPacked || lr >= p.num_rows) return nullptr;
     return q + (static_cast<long long>(lr) * Hq + h * G + r % G) * D;
-  });
-  cp_async_commit();
-  auto load_keys = [&](int tile, int buf) {
-    const int j0 = tile * kS1Keys;
-    load_tile_64<D, kS1Threads>(sH + buf * kS1Keys * D, khi, [&](int r) -> const T* {
-      return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
-    });
-    if (use_lo)
-      load_tile_64<D, kS1Threads>(sL + buf * kS1Keys * D, klo, [&](int r) -> const T* {
-        return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
-      });
   };
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -150,6 +181,200 @@ __global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constan
   float row_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
   float row_sum[2] = {0.f, 0.f};
   float inv_den[2] = {0.f, 0.f};
+
+  // One tile's products s (this thread's m16n8 C fragments: s[4 * nt + e] = row
+  // warp * 16 + quad_row + 8 * (e >> 1), key tile * 64 + nt * 8 + quad_col + (e & 1)) -> pass 0:
+  // running row max / sum; pass 1: probabilities, head sums and pooling into Pq. s is clobbered.
+  // Pass 1 synchronizes the CTA twice; the caller must synchronize before sP is written again.
+  auto tile_work = [&](float (&s)[32], int tile, int pass) {
+    const int j0 = tile * kS1Keys;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int jr = e >> 1;
+        const int col = j0 + nt * 8 + quad_col + (e & 1);
+        s[4 * nt + e] = col < nc_row[jr] ? s[4 * nt + e] * p.scale_log2 : -CUDART_INF_F;
+      }
+    if (pass == 0) {
+      float tmax[2] = {-CUDART_INF_F, -CUDART_INF_F};
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[4 * nt + e]);
+#pragma unroll
+      for (int jr = 0; jr < 2; ++jr) {
+        tmax[jr] = fmaxf(tmax[jr], __shfl_xor_sync(0xffffffffu, tmax[jr], 1));
+        tmax[jr] = fmaxf(tmax[jr], __shfl_xor_sync(0xffffffffu, tmax[jr], 2));
+        const float mnew = fmaxf(row_max[jr], tmax[jr]);
+        const float base = mnew == -CUDART_INF_F ? 0.f : mnew;
+        const float alpha = mnew == row_max[jr] ? 1.f : exp2f(row_max[jr] - base);
+        float ts = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) ts += exp2f(s[4 * nt + 2 * jr] - base) + exp2f(s[4 * nt + 2 * jr + 1] - base);
+        row_sum[jr] = row_sum[jr] * alpha + ts;
+        row_max[jr] = mnew;
+      }
+      return;
+    }
+    // Probabilities of this tile -> shared, then head sums and window -> block pooling.
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int jr = e >> 1;
+        const int pr = warp * 16 + quad_row + jr * 8;
+        const float base = row_max[jr] == -CUDART_INF_F ? 0.f : row_max[jr];
+        sP[pr * kS1PStride + nt * 8 + quad_col + (e & 1)] = exp2f(s[4 * nt + e] - base) * inv_den[jr];
+      }
+    __syncthreads();
+    // Head sums first, in head order, written over the row's first head (each (row, window)
+    // belongs to one thread), so the pooling below reads one value per window.
+    if constexpr (G > 1) {
+      for (int idx = threadIdx.x; idx < rows_here * kS1Keys; idx += kS1Threads) {
+        float* w = sP + (idx / kS1Keys) * G * kS1PStride + idx % kS1Keys;
+        float sum = 0.f;
+#pragma unroll
+        for (int g = 0; g < G; ++g) sum += w[g * kS1PStride];
+        *w = sum;
+      }
+      __syncthreads();
+    }
+    const int j1 = min(j0 + kS1Keys, nc_tile) - 1;
+    const int m_lo = static_cast<int>(static_cast<long long>(j0) * p.stride / p.block_size);
+    const int m_hi = static_cast<int>((static_cast<long long>(j1) * p.stride + p.window - 1) / p.block_size);
+    const int nm = m_hi - m_lo + 1;
+    for (int idx = threadIdx.x; idx < rows_here * nm; idx += kS1Threads) {
+      const int r = idx / nm, mb = m_lo + idx % nm;
+      const long long lr = row0 + r;
+      const WindowRange wr = windows_overlapping_block(mb, p.block_size, p.window, p.stride, sNc[r]);
+      const int a = max(wr.first, j0), b = min(wr.last, j1);
+      if (a > b) continue;
+      const float* w = sP + r * G * kS1PStride;  // head sums of row r (column jj - j0)
+      float best = -CUDART_INF_F;
+      for (int jj = a; jj <= b; ++jj) best = fmaxf(best, w[jj - j0]);
+      atomicMax(p.pq + (lr * p.num_kv_heads + h) * p.nb_stride + mb, __float_as_int(best));
+    }
+  };
+  // After pass 0: the softmax denominators of this thread's two rows.
+  auto finish_pass0 = [&]() {
+#pragma unroll
+    for (int jr = 0; jr < 2; ++jr) {
+      float l = row_sum[jr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      inv_den[jr] = l > 0.f ? 1.f / l : 0.f;
+    }
+  };
+
+#if NOSA_HAS_WGMMA
+  if constexpr (kS1WgmmaDim<D>) {
+    // Q as two SW128 tiles of 64 rows (one per warpgroup), keys as SW128 tiles of 64 rows.
+    auto q_off = [](int r, int col) { return (r >> 6) * (64 * D) + wgmma::sw128_offset<64>(r & 63, col); };
+    auto k_off = [](int r, int col) { return wgmma::sw128_offset<64>(r, col); };
+    stage1_load<kS1Rows, D>(sQ, q, q_off, q_row);
+    cp_async_commit();
+    const int steps = 2 * num_tiles;  // pass 0 over the tiles, then pass 1 over the same tiles
+    const std::uint32_t q_addr = smem_u32(sQ) + (warp >> 2) * (64 * D * 2);
+    const std::uint32_t h_addr = smem_u32(sH), l_addr = smem_u32(sL);
+    // The pipeline, with keys_lo present or not as a compile-time choice (no branch between the
+    // wgmma of one group, which would make ptxas serialize them).
+    auto pipeline = [&](auto lo_tag) {
+      constexpr bool kLo = decltype(lo_tag)::value;
+      // Keys of step u -> buffer u % kBufs.
+      auto load_keys = [&](int u) {
+        const int j0 = (u < num_tiles ? u : u - num_tiles) * kS1Keys;
+        stage1_load<kS1Keys, D>(sH + (u % kBufs) * kTileElems, khi, k_off, [&](int r) -> const T* {
+          return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
+        });
+        if constexpr (kLo)
+          stage1_load<kS1Keys, D>(sL + (u % kBufs) * kTileElems, klo, k_off, [&](int r) -> const T* {
+            return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
+          });
+      };
+      // S = Q Kc^T of step u (hi, then lo, into the same fp32 accumulator), one commit group.
+      // k-step kk: 16 elements = 32 bytes into the swizzled 128-byte rows of 64-column slab kk / 4.
+      auto issue = [&](float (&acc)[32], int u) {
+        const std::uint32_t buf = static_cast<std::uint32_t>(u % kBufs) * (kTileElems * 2);
+        wgmma::fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+          const std::uint32_t off = (kk >> 2) * (64 * 128) + (kk & 3) * 32;
+          wgmma::Op<64, T>::ss(acc, wgmma::sw128_desc(q_addr + off, 16, 1024),
+                               wgmma::sw128_desc(h_addr + buf + off, 16, 1024), kk > 0 ? 1 : 0);
+        }
+        if constexpr (kLo) {
+#pragma unroll
+          for (int kk = 0; kk < D / 16; ++kk) {
+            const std::uint32_t off = (kk >> 2) * (64 * 128) + (kk & 3) * 32;
+            wgmma::Op<64, T>::ss(acc, wgmma::sw128_desc(q_addr + off, 16, 1024),
+                                 wgmma::sw128_desc(l_addr + buf + off, 16, 1024), 1);
+          }
+        }
+        wgmma::commit();
+      };
+      // The products of step u into acc, then its softmax / pooling work.
+      auto work = [&](float (&acc)[32], int u) {
+        const int pass = u < num_tiles ? 0 : 1;
+        tile_work(acc, pass == 0 ? u : u - num_tiles, pass);
+        if (u == num_tiles - 1) finish_pass0();
+      };
+      // Steps u and u + 1 (u even; steps is even): both products are issued at once, so step
+      // u + 1's runs under step u's softmax. No wgmma stays in flight across the loop's back
+      // edge: ptxas (CUDA 13.0) serializes every wgmma of a loop that keeps one in flight there
+      // while the loop also reads accumulators. Buffers: u and u + 1 are read here; u + 2 goes
+      // into the third (read by step u - 1, which every warpgroup waited for before the top
+      // barrier); u + 3 into u's buffer after the middle barrier (everyone is past step u's wait).
+      auto two_steps = [&](int u) {
+        cp_async_wait<0>();
+        wgmma::fence_proxy_async();
+        __syncthreads();  // keys of u and u + 1 visible; the previous pair's reads of sP are over
+        float acc0[32], acc1[32];
+        issue(acc0, u);
+        issue(acc1, u + 1);
+        if (u + 2 < steps) load_keys(u + 2);
+        cp_async_commit();
+        wgmma::wait<1>();
+        wgmma::pin(acc0);
+        work(acc0, u);
+        __syncthreads();  // step u's products are done in every warpgroup, its reads of sP too
+        if (u + 3 < steps) load_keys(u + 3);
+        cp_async_commit();
+        wgmma::wait<0>();
+        wgmma::pin(acc1);
+        work(acc1, u + 1);
+      };
+      load_keys(0);
+      cp_async_commit();
+      load_keys(1);  // steps >= 2
+      cp_async_commit();
+      for (int u = 0; u < steps; u += 2) two_steps(u);
+    };
+    if (steps > 0) {
+      if (use_lo)
+        pipeline(std::true_type{});
+      else
+        pipeline(std::false_type{});
+    }
+    cp_async_wait<0>();
+    return;
+  }
+#endif
+
+  // mma.sync body: Q and keys in XOR-swizzled [rows][D] tiles, keys double-buffered.
+  auto swz_off = [](int r, int col) { return swz<D>(r, col); };
+  stage1_load<kS1Rows, D>(sQ, q, swz_off, q_row);
+  cp_async_commit();
+  auto load_keys = [&](int tile, int buf) {
+    const int j0 = tile * kS1Keys;
+    stage1_load<kS1Keys, D>(sH + buf * kTileElems, khi, swz_off, [&](int r) -> const T* {
+      return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
+    });
+    if (use_lo)
+      stage1_load<kS1Keys, D>(sL + buf * kTileElems, klo, swz_off, [&](int r) -> const T* {
+        return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
+      });
+  };
   std::uint32_t qf[D / 16][4];
 
   // Both passes walk the same tiles with the same arithmetic, so pass 2 sees pass 1's logits.
@@ -168,87 +393,15 @@ __global__ void __launch_bounds__(kS1Threads) stage1_kernel(const __grid_constan
       float s[8][4];
 #pragma unroll
       for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-      qk_product<D>(s, qf, sH + buf * kS1Keys * D);
-      if (use_lo) qk_product<D>(s, qf, sL + buf * kS1Keys * D);
-      const int j0 = tile * kS1Keys;
+      qk_product<D>(s, qf, sH + buf * kTileElems);
+      if (use_lo) qk_product<D>(s, qf, sL + buf * kTileElems);
+      float sf[32];
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int jr = e >> 1;
-          const int col = j0 + nt * 8 + quad_col + (e & 1);
-          s[nt][e] = col < nc_row[jr] ? s[nt][e] * p.scale_log2 : -CUDART_INF_F;
-        }
-      if (pass == 0) {
-        float tmax[2] = {-CUDART_INF_F, -CUDART_INF_F};
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) tmax[e >> 1] = fmaxf(tmax[e >> 1], s[nt][e]);
-#pragma unroll
-        for (int jr = 0; jr < 2; ++jr) {
-          tmax[jr] = fmaxf(tmax[jr], __shfl_xor_sync(0xffffffffu, tmax[jr], 1));
-          tmax[jr] = fmaxf(tmax[jr], __shfl_xor_sync(0xffffffffu, tmax[jr], 2));
-          const float mnew = fmaxf(row_max[jr], tmax[jr]);
-          const float base = mnew == -CUDART_INF_F ? 0.f : mnew;
-          const float alpha = mnew == row_max[jr] ? 1.f : exp2f(row_max[jr] - base);
-          float ts = 0.f;
-#pragma unroll
-          for (int nt = 0; nt < 8; ++nt) ts += exp2f(s[nt][2 * jr] - base) + exp2f(s[nt][2 * jr + 1] - base);
-          row_sum[jr] = row_sum[jr] * alpha + ts;
-          row_max[jr] = mnew;
-        }
-      } else {
-        // Probabilities of this tile -> shared, then head sums and window -> block pooling.
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int jr = e >> 1;
-            const int pr = warp * 16 + quad_row + jr * 8;
-            const float base = row_max[jr] == -CUDART_INF_F ? 0.f : row_max[jr];
-            sP[pr * kS1PStride + nt * 8 + quad_col + (e & 1)] = exp2f(s[nt][e] - base) * inv_den[jr];
-          }
-        __syncthreads();
-        // Head sums first, in head order, written over the row's first head (each (row, window)
-        // belongs to one thread), so the pooling below reads one value per window.
-        if constexpr (G > 1) {
-          for (int idx = threadIdx.x; idx < rows_here * kS1Keys; idx += kS1Threads) {
-            float* w = sP + (idx / kS1Keys) * G * kS1PStride + idx % kS1Keys;
-            float sum = 0.f;
-#pragma unroll
-            for (int g = 0; g < G; ++g) sum += w[g * kS1PStride];
-            *w = sum;
-          }
-          __syncthreads();
-        }
-        const int j1 = min(j0 + kS1Keys, nc_tile) - 1;
-        const int m_lo = static_cast<int>(static_cast<long long>(j0) * p.stride / p.block_size);
-        const int m_hi = static_cast<int>((static_cast<long long>(j1) * p.stride + p.window - 1) / p.block_size);
-        const int nm = m_hi - m_lo + 1;
-        for (int idx = threadIdx.x; idx < rows_here * nm; idx += kS1Threads) {
-          const int r = idx / nm, mb = m_lo + idx % nm;
-          const long long lr = row0 + r;
-          const WindowRange wr = windows_overlapping_block(mb, p.block_size, p.window, p.stride, sNc[r]);
-          const int a = max(wr.first, j0), b = min(wr.last, j1);
-          if (a > b) continue;
-          const float* w = sP + r * G * kS1PStride;  // head sums of row r (column jj - j0)
-          float best = -CUDART_INF_F;
-          for (int jj = a; jj <= b; ++jj) best = fmaxf(best, w[jj - j0]);
-          atomicMax(p.pq + (lr * p.num_kv_heads + h) * p.nb_stride + mb, __float_as_int(best));
-        }
-      }
+      for (int i = 0; i < 32; ++i) sf[i] = s[i >> 2][i & 3];
+      tile_work(sf, tile, pass);
       __syncthreads();
     }
-    if (pass == 0) {
-#pragma unroll
-      for (int jr = 0; jr < 2; ++jr) {
-        float l = row_sum[jr];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        inv_den[jr] = l > 0.f ? 1.f / l : 0.f;
-      }
-    }
+    if (pass == 0) finish_pass0();
   }
   cp_async_wait<0>();
 }
