@@ -363,9 +363,21 @@ Status prefill_select(const PrefillSelectArgs<T>& a, void* workspace, std::size_
   const int pick_cap = a.params.budget < nb_chunk ? a.params.budget : nb_chunk;
   const int qpick_cap = a.params.query_aware < nb_chunk ? a.params.query_aware : nb_chunk;
   const long long topk_smem_ll = static_cast<long long>(pf::kTopkWarps) * (pick_cap + qpick_cap) * 4;
-  const int s1_smem = pf::stage1_smem_bytes<D>();
-  int smem_max = 0;
-  NOSA_RETURN_IF_ERROR(pf::device_smem_optin(&smem_max));
+  // Stage 1 runs 8 warps (the sm_90a wgmma shape) on sm_90 devices, else 4 warps (whose shared
+  // memory fits the 99 KB of sm_86 / sm_89 at D = 128); NOSA_STAGE1_WARPS forces one shape
+  // (a test / benchmark knob).
+  pf::DeviceLimits limits;
+  NOSA_RETURN_IF_ERROR(pf::device_limits(&limits));
+  const int smem_max = limits.smem_optin;
+  constexpr int kSmem8 = pf::stage1_smem_bytes<D, G, pf::kS1WarpsSm90>();
+  constexpr int kSmem4 = pf::stage1_smem_bytes<D, G, pf::kS1WarpsOther>();
+#if defined(NOSA_STAGE1_WARPS)
+  static_assert(NOSA_STAGE1_WARPS == 4 || NOSA_STAGE1_WARPS == 8, "NOSA_STAGE1_WARPS must be 4 or 8");
+  const bool s1_wide = NOSA_STAGE1_WARPS == 8;
+#else
+  const bool s1_wide = limits.sm90 && kSmem8 <= smem_max;
+#endif
+  const int s1_smem = s1_wide ? kSmem8 : kSmem4;
   if (topk_smem_ll > smem_max)
     return not_supported("prefill_select: params.budget = " + std::to_string(a.params.budget) + " needs " +
                          std::to_string(topk_smem_ll) + " bytes of shared memory for the top-k picks, the device allows " +
@@ -375,13 +387,14 @@ Status prefill_select(const PrefillSelectArgs<T>& a, void* workspace, std::size_
                          " bytes of shared memory for stage 1, the device allows " + std::to_string(smem_max));
   const int topk_smem = static_cast<int>(topk_smem_ll);
   using CT = detail::cuda_type_t<T>;
-  auto stage1 = pf::stage1_kernel<CT, D, G>;
+  auto stage1 = s1_wide ? pf::stage1_kernel<CT, D, G, pf::kS1WarpsSm90> : pf::stage1_kernel<CT, D, G, pf::kS1WarpsOther>;
+  const int s1_warps = s1_wide ? pf::kS1WarpsSm90 : pf::kS1WarpsOther;
   NOSA_CUDA_TRY(cudaFuncSetAttribute(stage1, cudaFuncAttributeMaxDynamicSharedMemorySize, s1_smem));
   NOSA_CUDA_TRY(cudaFuncSetAttribute(pf::topk_kernel<>, cudaFuncAttributeMaxDynamicSharedMemorySize, topk_smem));
   int* pq = layout.at<int>(workspace, 0);
   float* pe = layout.at<float>(workspace, 1);
   const int Hq = a.num_kv_heads * G;
-  constexpr int kRows = pf::kS1Rows / G;
+  const int s1_rows = 16 * s1_warps / G;  // query rows per stage-1 CTA
   for (long long r0 = 0; r0 < a.num_rows; r0 += rows_per_pass) {
     const int rows = static_cast<int>(a.num_rows - r0 < rows_per_pass ? a.num_rows - r0 : rows_per_pass);
     // all-ones bits: a negative int, read as "no window" (-inf) by the top-k kernel
@@ -400,8 +413,8 @@ Status prefill_select(const PrefillSelectArgs<T>& a, void* workspace, std::size_
     s.stride = a.params.stride;
     s.block_size = B;
     s.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
-    stage1<<<dim3(static_cast<unsigned>((rows + kRows - 1) / kRows), static_cast<unsigned>(a.num_kv_heads)),
-             pf::kS1Threads, s1_smem, stream>>>(s);
+    stage1<<<dim3(static_cast<unsigned>((rows + s1_rows - 1) / s1_rows), static_cast<unsigned>(a.num_kv_heads)),
+             32 * s1_warps, s1_smem, stream>>>(s);
     NOSA_CUDA_TRY_LAUNCH("stage1_kernel");
     pf::TopkParams t{};
     t.pq = pq;

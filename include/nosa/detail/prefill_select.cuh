@@ -71,30 +71,46 @@ __global__ void __launch_bounds__(D) compress_kernel(const __grid_constant__ Com
 // ---------------------------------------------------------------------------------------------
 // stage 1
 //
-// CTA = kS1Warps warps = kS1Rows packed rows (the G heads of kS1Rows / G query rows of one KV
-// head) against tiles of 64 compressed keys. Two bodies, one launch shape and shared-memory size:
-//  - sm_90a (NOSA_HAS_WGMMA) with D <= 128: each warpgroup multiplies its 64 packed rows by the
-//    key tile with wgmma m64n64k16, both operands K-major SW128 tiles in shared memory (no Q
+// CTA = W warps = 16 W packed rows (the G heads of 16 W / G query rows of one KV head) against
+// tiles of 64 compressed keys. W is a template argument: the host launches W = 8 on sm_90
+// devices and W = 4 elsewhere (stage1_smem_bytes<D, G, 4> fits the 99 KB of sm_86 / sm_89 at
+// D = 128). Two bodies:
+//  - sm_90a (NOSA_HAS_WGMMA), D <= 128, W = 8: each warpgroup multiplies its 64 packed rows by
+//    the key tile with wgmma m64n64k16, both operands K-major SW128 tiles in shared memory (no Q
 //    fragments in registers). Keys are triple-buffered by cp.async; the two passes form one
 //    sequence of 2 * num_tiles steps, taken two at a time: both products are issued together,
 //    so step u + 1's runs on the tensor cores under step u's softmax / pooling work.
-//  - everything else (sm_80, plain sm_90, the host pass, D = 256): every warp keeps its 16 rows
-//    of Q as mma.sync A fragments (ldmatrix from an XOR-swizzled tile), keys double-buffered.
+//  - everything else (sm_80/86/89, plain sm_90, the host pass, D = 256, W = 4): every warp keeps
+//    its 16 rows of Q as mma.sync A fragments (ldmatrix from an XOR-swizzled tile), keys
+//    double-buffered.
 // Both bodies hand each tile's fp32 products to the same code (tile_work), so masking, the two
 // passes, the head sums and the pooling are one implementation; only the summation order inside
 // the q . Kc dot products differs between the two bodies.
+//
+// Pass 1 per tile: probabilities in registers; head sums for G in {1, 2, 4, 8, 16} by a
+// reduce-scatter over the lanes that hold the heads of one query row (each m16 fragment holds
+// 16 / G whole query rows), written once per (query row, window) to shared memory; other G
+// write the probabilities and sum the heads from shared memory. Then one barrier and the
+// window -> block max pooling, whose per-block window ranges are tabled once per tile (no
+// division per (row, block)), one atomicMax per (row, block) per tile.
 
-inline constexpr int kS1Warps = 8;
-inline constexpr int kS1Threads = kS1Warps * 32;
-inline constexpr int kS1Rows = 16 * kS1Warps;  // packed rows per CTA (two warpgroups of 64)
-inline constexpr int kS1Keys = 64;             // compressed keys per tile
+
+inline constexpr int kS1Keys = 64;  // compressed keys per tile
 inline constexpr int kS1PStride = kS1Keys + 1;
+inline constexpr int kS1TableBlocks = 128;  // blocks of one tile whose window ranges are tabled
 
-/// Head dims whose sm_90a body is the wgmma one (D = 256 would not fit three key buffers).
-template <int D>
-inline constexpr bool kS1WgmmaDim = D <= 128;
-template <int D>
-inline constexpr int kS1KeyBufs = kS1WgmmaDim<D> ? 3 : 2;
+/// The host's shape choice: W = 8 on sm_90 when it fits, else 4.
+inline constexpr int kS1WarpsSm90 = 8;
+inline constexpr int kS1WarpsOther = 4;
+
+/// Group sizes whose head sums are a lane reduction (16 / G whole query rows per m16 fragment).
+template <int G>
+inline constexpr bool kS1LaneSums = G == 1 || G == 2 || G == 4 || G == 8 || G == 16;
+/// The sm_90a wgmma body: D <= 128 (D = 256 would not fit three key buffers), two warpgroups.
+template <int D, int W>
+inline constexpr bool kS1WgmmaShape = D <= 128 && W == 8;
+template <int D, int W>
+inline constexpr int kS1KeyBufs = kS1WgmmaShape<D, W> ? 3 : 2;
 
 struct Stage1Params {
   const void* q;        // [num_rows][Hq][D]
@@ -110,43 +126,76 @@ struct Stage1Params {
   float scale_log2;
 };
 
-/// Dynamic shared memory of stage1_kernel<T, D, G>: 1024 bytes of alignment slack (the SW128
-/// tiles need a 1024-byte aligned base), Q [kS1Rows][D], hi and lo key buffers [bufs][64][D],
-/// probabilities [kS1Rows][65] fp32, visible windows per row [kS1Rows] ints.
-template <int D>
+/// Floats of stage 1's sum buffer: lane sums [16 W / G][64], else probabilities [16 W][65].
+template <int G, int W>
+inline constexpr int kS1SumFloats = kS1LaneSums<G> ? (16 * W / G) * kS1Keys : 16 * W * kS1PStride;
+
+/// Dynamic shared memory of stage1_kernel<T, D, G, W>: 1024 bytes of alignment slack (the SW128
+/// tiles need a 1024-byte aligned base), Q [16 W][D], hi and lo key buffers [bufs][64][D], the
+/// sum buffer, the tile's block table [kS1TableBlocks] and visible windows per row [16 W] ints.
+template <int D, int G, int W>
 constexpr int stage1_smem_bytes() {
-  return 1024 + (kS1Rows * D + 2 * kS1KeyBufs<D> * kS1Keys * D) * 2 + kS1Rows * kS1PStride * 4 + kS1Rows * 4;
+  return 1024 + (16 * W * D + 2 * kS1KeyBufs<D, W> * kS1Keys * D) * 2 + kS1SumFloats<G, W> * 4 +
+         kS1TableBlocks * 4 + 16 * W * 4;
 }
 
 /// Copies a [Rows][D] tile of 2-byte elements with 16-byte cp.async: row r from src(r)
-/// (nullptr = zeros), element (r, col) to tile[offset(r, col)]. All kS1Threads threads take
+/// (nullptr = zeros), element (r, col) to tile[offset(r, col)]. All Threads threads take
 /// part; no cp.async group is committed here.
-template <int Rows, int D, class T, class Offset, class RowPtr>
+template <int Rows, int D, int Threads, class T, class Offset, class RowPtr>
 NOSA_DEVICE NOSA_FORCEINLINE void stage1_load(T* tile, const T* fallback, Offset offset, RowPtr src) {
   constexpr int kChunks = D / 8;
-  static_assert(Rows * kChunks % kS1Threads == 0, "every thread copies the same number of chunks");
+  static_assert(Rows * kChunks % Threads == 0, "every thread copies the same number of chunks");
 #pragma unroll
-  for (int i = 0; i < Rows * kChunks / kS1Threads; ++i) {
-    const int idx = static_cast<int>(threadIdx.x) + i * kS1Threads;
+  for (int i = 0; i < Rows * kChunks / Threads; ++i) {
+    const int idx = static_cast<int>(threadIdx.x) + i * Threads;
     const int r = idx / kChunks, c = idx % kChunks;
     const T* row = src(r);
     cp_async_16(tile + offset(r, c * 8), row != nullptr ? row + c * 8 : fallback, row != nullptr ? 16 : 0);
   }
 }
 
-template <class T, int D, int G>
-__global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(const __grid_constant__ Stage1Params p) {
-  constexpr int kRows = kS1Rows / G;
+/// Reduce-scatter of v[0..N) over the lanes differing in bits 4 << Step .. 4 << (Steps - 1):
+/// afterwards v[i], i < N >> (Steps - Step), is the sum over those lanes of original slot
+/// slot + i (slot accumulates the kept halves' offsets).
+template <int N, int Step, int Steps>
+NOSA_DEVICE NOSA_FORCEINLINE void stage1_reduce_scatter(float (&v)[32], int lane, int& slot) {
+  if constexpr (Step < Steps) {
+    constexpr int kMask = 4 << Step;
+    constexpr int kHalf = N / 2;
+    const bool up = (lane & kMask) != 0;
+#pragma unroll
+    for (int i = 0; i < kHalf; ++i) {
+      const float send = up ? v[i] : v[i + kHalf];
+      const float keep = up ? v[i + kHalf] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kMask);
+    }
+    slot += up ? kHalf : 0;
+    stage1_reduce_scatter<kHalf, Step + 1, Steps>(v, lane, slot);
+  }
+}
+
+/// floor(a / b), b > 0, in 32 bits.
+NOSA_DEVICE NOSA_FORCEINLINE int stage1_floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+template <class T, int D, int G, int W>
+__global__ void __launch_bounds__(32 * W, D <= 64 ? 2 : 1) stage1_kernel(const __grid_constant__ Stage1Params p) {
+  constexpr int kThreads = 32 * W;
+  constexpr int kPackedRows = 16 * W;  // packed rows per CTA
+  constexpr int kRows = kPackedRows / G;
   constexpr int kPacked = kRows * G;
-  constexpr int kBufs = kS1KeyBufs<D>;
+  constexpr int kBufs = kS1KeyBufs<D, W>;
   constexpr int kTileElems = kS1Keys * D;
+  constexpr bool kLaneSums = kS1LaneSums<G>;
+  constexpr int kSumStride = kLaneSums ? kS1Keys : G * kS1PStride;  // floats between query rows' sums
   extern __shared__ __align__(128) unsigned char pf_smem[];
   unsigned char* smem = pf_smem + ((1024u - (smem_u32(pf_smem) & 1023u)) & 1023u);
-  T* sQ = reinterpret_cast<T*>(smem);                             // [kS1Rows][D]
-  T* sH = sQ + kS1Rows * D;                                       // [kBufs][64][D]
+  T* sQ = reinterpret_cast<T*>(smem);                             // [kPackedRows][D]
+  T* sH = sQ + kPackedRows * D;                                   // [kBufs][64][D]
   T* sL = sH + kBufs * kTileElems;                                // [kBufs][64][D]
-  float* sP = reinterpret_cast<float*>(sL + kBufs * kTileElems);  // [kS1Rows][65]
-  int* sNc = reinterpret_cast<int*>(sP + kS1Rows * kS1PStride);   // [kRows] visible windows per row
+  float* sP = reinterpret_cast<float*>(sL + kBufs * kTileElems);  // sums (kS1SumFloats)
+  unsigned* sTab = reinterpret_cast<unsigned*>(sP + kS1SumFloats<G, W>);  // [kS1TableBlocks]
+  int* sNc = reinterpret_cast<int*>(sTab + kS1TableBlocks);       // [kRows] visible windows per row
 
   const int h = blockIdx.y;
   const int Hq = p.num_kv_heads * G;
@@ -155,6 +204,8 @@ __global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(con
   const long long last_abs = p.first_row + row0 + rows_here - 1;
   const int nc_tile = num_compressed(last_abs + 1, p.window, p.stride);
   const int num_tiles = (nc_tile + kS1Keys - 1) / kS1Keys;
+  // Token positions of this CTA's windows and blocks fit 32-bit arithmetic (a uniform choice).
+  const bool small = static_cast<long long>(nc_tile) * p.stride + p.window + 2LL * p.block_size < INT_MAX;
   const bool use_lo = p.keys_lo != nullptr;
   const T* q = static_cast<const T*>(p.q);
   const T* khi = static_cast<const T*>(p.keys_hi) + static_cast<long long>(h) * p.capacity * D;
@@ -176,7 +227,7 @@ __global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(con
     row_ok[j] = pr < kPacked && lr < p.num_rows;
     nc_row[j] = row_ok[j] ? num_compressed(p.first_row + lr + 1, p.window, p.stride) : 0;
   }
-  for (int r = threadIdx.x; r < rows_here; r += kS1Threads)
+  for (int r = threadIdx.x; r < rows_here; r += kThreads)
     sNc[r] = num_compressed(p.first_row + row0 + r + 1, p.window, p.stride);  // read after a barrier
   float row_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
   float row_sum[2] = {0.f, 0.f};
@@ -185,7 +236,8 @@ __global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(con
   // One tile's products s (this thread's m16n8 C fragments: s[4 * nt + e] = row
   // warp * 16 + quad_row + 8 * (e >> 1), key tile * 64 + nt * 8 + quad_col + (e & 1)) -> pass 0:
   // running row max / sum; pass 1: probabilities, head sums and pooling into Pq. s is clobbered.
-  // Pass 1 synchronizes the CTA twice; the caller must synchronize before sP is written again.
+  // Pass 1 synchronizes the CTA once (twice for G outside kS1LaneSums); the caller must
+  // synchronize before sP / sTab are written again.
   auto tile_work = [&](float (&s)[32], int tile, int pass) {
     const int j0 = tile * kS1Keys;
 #pragma unroll
@@ -217,43 +269,118 @@ __global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(con
       }
       return;
     }
-    // Probabilities of this tile -> shared, then head sums and window -> block pooling.
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int jr = e >> 1;
-        const int pr = warp * 16 + quad_row + jr * 8;
-        const float base = row_max[jr] == -CUDART_INF_F ? 0.f : row_max[jr];
-        sP[pr * kS1PStride + nt * 8 + quad_col + (e & 1)] = exp2f(s[4 * nt + e] - base) * inv_den[jr];
+    // The blocks this tile's windows overlap, m_lo .. m_lo + nm - 1 (nm >= 1: the windows
+    // j0 .. j1 cover a contiguous token range since stride <= window), and their window ranges
+    // within the tile, tabled (relative to j0: first | last << 16) for the pooling below.
+    const int j1 = min(j0 + kS1Keys, nc_tile) - 1;
+    int m_lo, m_hi;
+    if (small) {
+      m_lo = j0 * p.stride / p.block_size;
+      m_hi = (j1 * p.stride + p.window - 1) / p.block_size;
+    } else {
+      m_lo = static_cast<int>(static_cast<long long>(j0) * p.stride / p.block_size);
+      m_hi = static_cast<int>((static_cast<long long>(j1) * p.stride + p.window - 1) / p.block_size);
+    }
+    const int nm = m_hi - m_lo + 1;
+    const bool tabled = nm <= kS1TableBlocks;
+    if (tabled)
+      for (int k = threadIdx.x; k < nm; k += kThreads) {
+        const int m = m_lo + k;
+        int first, last;
+        if (small) {
+          first = stage1_floor_div(m * p.block_size - p.window, p.stride) + 1;
+          last = ((m + 1) * p.block_size - 1) / p.stride;
+        } else {
+          const WindowRange wr = windows_overlapping_block(m, p.block_size, p.window, p.stride, nc_tile);
+          first = wr.first;
+          last = wr.last;
+        }
+        first = max(first, j0) - j0;
+        last = min(last, j1) - j0;
+        sTab[k] = first <= last ? static_cast<unsigned>(first) | static_cast<unsigned>(last) << 16 : 1u;
       }
-    __syncthreads();
-    // Head sums first, in head order, written over the row's first head (each (row, window)
-    // belongs to one thread), so the pooling below reads one value per window.
-    if constexpr (G > 1) {
-      for (int idx = threadIdx.x; idx < rows_here * kS1Keys; idx += kS1Threads) {
+    // Probabilities of this tile (in place).
+#pragma unroll
+    for (int jr = 0; jr < 2; ++jr) {
+      const float base = row_max[jr] == -CUDART_INF_F ? 0.f : row_max[jr];
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) s[4 * nt + 2 * jr + c] = exp2f(s[4 * nt + 2 * jr + c] - base) * inv_den[jr];
+    }
+    if constexpr (kLaneSums) {
+      // Slots: G = 16: 2 nt + c (both fragment halves are the same query row, summed here);
+      // else 16 jr + 2 nt + c. The heads of one query row sit in the lanes that differ in the
+      // low log2(min(G, 8)) bits of quad_row (lane bits 2..4).
+      constexpr int kSlots = G == 16 ? 16 : 32;
+      constexpr int kSteps = G >= 8 ? 3 : G == 4 ? 2 : G == 2 ? 1 : 0;
+      constexpr int kKeep = kSlots >> kSteps;
+      float v[32];
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          if constexpr (G == 16) {
+            v[2 * nt + c] = s[4 * nt + c] + s[4 * nt + 2 + c];
+          } else {
+            v[2 * nt + c] = s[4 * nt + c];
+            v[16 + 2 * nt + c] = s[4 * nt + 2 + c];
+          }
+        }
+      int slot = 0;
+      stage1_reduce_scatter<kSlots, 0, kSteps>(v, lane, slot);
+#pragma unroll
+      for (int i = 0; i < kKeep; ++i) {
+        const int sl = slot + i;
+        const int jr = G == 16 ? 0 : sl >> 4;
+        const int qr = (warp * 16 + quad_row + 8 * jr) / G;
+        sP[qr * kS1Keys + ((sl & 15) >> 1) * 8 + quad_col + (sl & 1)] = v[i];
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int pr = warp * 16 + quad_row + (e >> 1) * 8;
+          sP[pr * kS1PStride + nt * 8 + quad_col + (e & 1)] = s[4 * nt + e];
+        }
+      __syncthreads();
+      // Head sums in head order, written over the row's first head (each (row, window) belongs
+      // to one thread), so the pooling below reads one value per window.
+      for (int idx = threadIdx.x; idx < rows_here * kS1Keys; idx += kThreads) {
         float* w = sP + (idx / kS1Keys) * G * kS1PStride + idx % kS1Keys;
         float sum = 0.f;
 #pragma unroll
         for (int g = 0; g < G; ++g) sum += w[g * kS1PStride];
         *w = sum;
       }
-      __syncthreads();
     }
-    const int j1 = min(j0 + kS1Keys, nc_tile) - 1;
-    const int m_lo = static_cast<int>(static_cast<long long>(j0) * p.stride / p.block_size);
-    const int m_hi = static_cast<int>((static_cast<long long>(j1) * p.stride + p.window - 1) / p.block_size);
-    const int nm = m_hi - m_lo + 1;
-    for (int idx = threadIdx.x; idx < rows_here * nm; idx += kS1Threads) {
-      const int r = idx / nm, mb = m_lo + idx % nm;
-      const long long lr = row0 + r;
-      const WindowRange wr = windows_overlapping_block(mb, p.block_size, p.window, p.stride, sNc[r]);
-      const int a = max(wr.first, j0), b = min(wr.last, j1);
-      if (a > b) continue;
-      const float* w = sP + r * G * kS1PStride;  // head sums of row r (column jj - j0)
-      float best = -CUDART_INF_F;
-      for (int jj = a; jj <= b; ++jj) best = fmaxf(best, w[jj - j0]);
-      atomicMax(p.pq + (lr * p.num_kv_heads + h) * p.nb_stride + mb, __float_as_int(best));
+    __syncthreads();
+    // Pooling: 2^lg lanes per query row (the power of two >= nm, at most 32), lane k of a row
+    // taking blocks k, k + 2^lg, ...
+    const int lg = nm >= 32 ? 5 : 32 - __clz(nm - 1);
+    const int lanes = 1 << lg, rows_per_warp = 32 >> lg;
+    for (int r = warp * rows_per_warp + (lane >> lg); r < rows_here; r += W * rows_per_warp) {
+      const int nc_rel = sNc[r] - j0;  // windows of row r visible in this tile: 0 .. nc_rel - 1
+      if (nc_rel <= 0) continue;
+      const float* w = sP + r * kSumStride;
+      int* dst = p.pq + (static_cast<long long>(row0 + r) * p.num_kv_heads + h) * p.nb_stride + m_lo;
+      for (int k = lane & (lanes - 1); k < nm; k += lanes) {
+        int a, b;
+        if (tabled) {
+          const unsigned e = sTab[k];
+          a = static_cast<int>(e & 0xffffu);
+          b = min(static_cast<int>(e >> 16), nc_rel - 1);
+        } else {
+          const WindowRange wr = windows_overlapping_block(m_lo + k, p.block_size, p.window, p.stride, sNc[r]);
+          a = max(wr.first, j0) - j0;
+          b = min(wr.last, j1) - j0;
+        }
+        if (a > b) continue;
+        float best = w[a];
+        for (int jj = a + 1; jj <= b; ++jj) best = fmaxf(best, w[jj]);
+        atomicMax(dst + k, __float_as_int(best));
+      }
     }
   };
   // After pass 0: the softmax denominators of this thread's two rows.
@@ -268,11 +395,11 @@ __global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(con
   };
 
 #if NOSA_HAS_WGMMA
-  if constexpr (kS1WgmmaDim<D>) {
+  if constexpr (kS1WgmmaShape<D, W>) {
     // Q as two SW128 tiles of 64 rows (one per warpgroup), keys as SW128 tiles of 64 rows.
     auto q_off = [](int r, int col) { return (r >> 6) * (64 * D) + wgmma::sw128_offset<64>(r & 63, col); };
     auto k_off = [](int r, int col) { return wgmma::sw128_offset<64>(r, col); };
-    stage1_load<kS1Rows, D>(sQ, q, q_off, q_row);
+    stage1_load<kPackedRows, D, kThreads>(sQ, q, q_off, q_row);
     cp_async_commit();
     const int steps = 2 * num_tiles;  // pass 0 over the tiles, then pass 1 over the same tiles
     const std::uint32_t q_addr = smem_u32(sQ) + (warp >> 2) * (64 * D * 2);
@@ -284,11 +411,11 @@ __global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(con
       // Keys of step u -> buffer u % kBufs.
       auto load_keys = [&](int u) {
         const int j0 = (u < num_tiles ? u : u - num_tiles) * kS1Keys;
-        stage1_load<kS1Keys, D>(sH + (u % kBufs) * kTileElems, khi, k_off, [&](int r) -> const T* {
+        stage1_load<kS1Keys, D, kThreads>(sH + (u % kBufs) * kTileElems, khi, k_off, [&](int r) -> const T* {
           return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
         });
         if constexpr (kLo)
-          stage1_load<kS1Keys, D>(sL + (u % kBufs) * kTileElems, klo, k_off, [&](int r) -> const T* {
+          stage1_load<kS1Keys, D, kThreads>(sL + (u % kBufs) * kTileElems, klo, k_off, [&](int r) -> const T* {
             return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
           });
       };
@@ -363,15 +490,15 @@ __global__ void __launch_bounds__(kS1Threads, D <= 64 ? 2 : 1) stage1_kernel(con
 
   // mma.sync body: Q and keys in XOR-swizzled [rows][D] tiles, keys double-buffered.
   auto swz_off = [](int r, int col) { return swz<D>(r, col); };
-  stage1_load<kS1Rows, D>(sQ, q, swz_off, q_row);
+  stage1_load<kPackedRows, D, kThreads>(sQ, q, swz_off, q_row);
   cp_async_commit();
   auto load_keys = [&](int tile, int buf) {
     const int j0 = tile * kS1Keys;
-    stage1_load<kS1Keys, D>(sH + buf * kTileElems, khi, swz_off, [&](int r) -> const T* {
+    stage1_load<kS1Keys, D, kThreads>(sH + buf * kTileElems, khi, swz_off, [&](int r) -> const T* {
       return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
     });
     if (use_lo)
-      stage1_load<kS1Keys, D>(sL + buf * kTileElems, klo, swz_off, [&](int r) -> const T* {
+      stage1_load<kS1Keys, D, kThreads>(sL + buf * kTileElems, klo, swz_off, [&](int r) -> const T* {
         return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
       });
   };
