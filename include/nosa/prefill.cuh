@@ -154,12 +154,6 @@ inline Status device_limits(DeviceLimits* limits) {
   limits->sm90 = (packed & 1) != 0;
   return {};
 }
-inline Status device_smem_optin(int* bytes) {
-  DeviceLimits limits;
-  NOSA_RETURN_IF_ERROR(device_limits(&limits));
-  *bytes = limits.smem_optin;
-  return {};
-}
 
 }  // namespace prefill
 }  // namespace detail

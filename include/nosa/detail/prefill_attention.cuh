@@ -192,22 +192,11 @@ struct AttnCta {
     }
   }
 
-  /// cp.async of `rows` rows of D elements into a tile laid out by `at(row, col)`; row r comes
-  /// from src(r) (nullptr = zeros). No group is committed here.
-  template <class Layout, class RowPtr>
-  static NOSA_DEVICE NOSA_FORCEINLINE void load_rows(T* dst, int rows, const T* fallback, Layout at, RowPtr src) {
-    constexpr int kChunks = D / 8;
-    for (int idx = threadIdx.x; idx < rows * kChunks; idx += kAttnThreads) {
-      const int r = idx / kChunks, c = idx % kChunks;
-      const T* row = src(r);
-      cp_async_16(dst + at(r, c * 8), row != nullptr ? row + c * 8 : fallback, row != nullptr ? 16 : 0);
-    }
-  }
   template <class Layout>
   NOSA_DEVICE NOSA_FORCEINLINE void load_q(Layout at) {
     const T* q = static_cast<const T*>(p.q);
     const int Hq = p.num_kv_heads * G;
-    load_rows(sQ, kTileRows, q, at, [&](int r) -> const T* {
+    load_tile<kTileRows, D, kAttnThreads, 1>(sQ, q, at, [&](int r) -> const T* {
       const int lr = row0 + r / G;
       if (r >= kPacked || lr >= p.num_rows) return nullptr;
       return q + (static_cast<long long>(lr) * Hq + h * G + r % G) * D;
@@ -220,11 +209,11 @@ struct AttnCta {
     const long long ta = static_cast<long long>(ua) * kKeyTile;
     const long long tb = ub >= 0 ? static_cast<long long>(ub) * kKeyTile : kv_limit;
     auto token = [&](int r) { return r < kKeyTile ? ta + r : tb + (r - kKeyTile); };
-    load_rows(k_dst, kRowsOut, kh, at, [&](int r) -> const T* {
+    load_tile<kRowsOut, D, kAttnThreads, 1>(k_dst, kh, at, [&](int r) -> const T* {
       const long long t = token(r);
       return t < kv_limit ? kh + t * D : nullptr;
     });
-    load_rows(v_dst, kRowsOut, vh, at, [&](int r) -> const T* {
+    load_tile<kRowsOut, D, kAttnThreads, 1>(v_dst, vh, at, [&](int r) -> const T* {
       const long long t = token(r);
       return t < kv_limit ? vh + t * D : nullptr;
     });

@@ -1,5 +1,5 @@
 // nosa::detail::prefill: warp-level building blocks of the prefill kernels (an XOR-swizzled
-// shared tile, 64-row tile loads, the Q.K^T fragment product), on top of the sm_80 primitives
+// shared tile, tile loads, the Q.K^T fragment product), on top of the sm_80 primitives
 // that decode attention uses too (detail/attention_mma.cuh). Nothing here needs sm_90a.
 #pragma once
 
@@ -33,15 +33,20 @@ NOSA_DEVICE NOSA_FORCEINLINE int swz(int row, int col) {
   return row * D + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
 }
 
-/// Copies a [64][D] tile of 2-byte elements: row r comes from src(r) (nullptr = zeros).
-/// All threads of the CTA (kThreads) take part; one cp.async group is NOT committed here.
-template <int D, int kThreads, class T, class RowPtr>
-NOSA_DEVICE NOSA_FORCEINLINE void load_tile_64(T* dst, const T* fallback, RowPtr src) {
+/// Copies a [Rows][D] tile of 2-byte elements with 16-byte cp.async: row r from src(r)
+/// (nullptr = zeros), element (r, col) to tile[offset(r, col)] (e.g. swz<D> or an SW128 layout).
+/// All Threads threads take part; no cp.async group is committed here. Unroll: how far the
+/// copy loop unrolls (default all; a kernel near its register limit may ask for 1).
+template <int Rows, int D, int Threads, int Unroll = Rows * (D / 8) / Threads, class T, class Offset, class RowPtr>
+NOSA_DEVICE NOSA_FORCEINLINE void load_tile(T* tile, const T* fallback, Offset offset, RowPtr src) {
   constexpr int kChunks = D / 8;
-  for (int idx = threadIdx.x; idx < 64 * kChunks; idx += kThreads) {
+  static_assert(Rows * kChunks % Threads == 0, "every thread copies the same number of chunks");
+#pragma unroll Unroll
+  for (int i = 0; i < Rows * kChunks / Threads; ++i) {
+    const int idx = static_cast<int>(threadIdx.x) + i * Threads;
     const int r = idx / kChunks, c = idx % kChunks;
     const T* row = src(r);
-    cp_async_16(dst + swz<D>(r, c * 8), row != nullptr ? row + c * 8 : fallback, row != nullptr ? 16 : 0);
+    cp_async_16(tile + offset(r, c * 8), row != nullptr ? row + c * 8 : fallback, row != nullptr ? 16 : 0);
   }
 }
 

@@ -139,22 +139,6 @@ constexpr int stage1_smem_bytes() {
          kS1TableBlocks * 4 + 16 * W * 4;
 }
 
-/// Copies a [Rows][D] tile of 2-byte elements with 16-byte cp.async: row r from src(r)
-/// (nullptr = zeros), element (r, col) to tile[offset(r, col)]. All Threads threads take
-/// part; no cp.async group is committed here.
-template <int Rows, int D, int Threads, class T, class Offset, class RowPtr>
-NOSA_DEVICE NOSA_FORCEINLINE void stage1_load(T* tile, const T* fallback, Offset offset, RowPtr src) {
-  constexpr int kChunks = D / 8;
-  static_assert(Rows * kChunks % Threads == 0, "every thread copies the same number of chunks");
-#pragma unroll
-  for (int i = 0; i < Rows * kChunks / Threads; ++i) {
-    const int idx = static_cast<int>(threadIdx.x) + i * Threads;
-    const int r = idx / kChunks, c = idx % kChunks;
-    const T* row = src(r);
-    cp_async_16(tile + offset(r, c * 8), row != nullptr ? row + c * 8 : fallback, row != nullptr ? 16 : 0);
-  }
-}
-
 /// Reduce-scatter of v[0..N) over the lanes differing in bits 4 << Step .. 4 << (Steps - 1):
 /// afterwards v[i], i < N >> (Steps - Step), is the sum over those lanes of original slot
 /// slot + i (slot accumulates the kept halves' offsets).
@@ -399,7 +383,7 @@ __global__ void __launch_bounds__(32 * W, D <= 64 ? 2 : 1) stage1_kernel(const _
     // Q as two SW128 tiles of 64 rows (one per warpgroup), keys as SW128 tiles of 64 rows.
     auto q_off = [](int r, int col) { return (r >> 6) * (64 * D) + wgmma::sw128_offset<64>(r & 63, col); };
     auto k_off = [](int r, int col) { return wgmma::sw128_offset<64>(r, col); };
-    stage1_load<kPackedRows, D, kThreads>(sQ, q, q_off, q_row);
+    load_tile<kPackedRows, D, kThreads>(sQ, q, q_off, q_row);
     cp_async_commit();
     const int steps = 2 * num_tiles;  // pass 0 over the tiles, then pass 1 over the same tiles
     const std::uint32_t q_addr = smem_u32(sQ) + (warp >> 2) * (64 * D * 2);
@@ -411,11 +395,11 @@ __global__ void __launch_bounds__(32 * W, D <= 64 ? 2 : 1) stage1_kernel(const _
       // Keys of step u -> buffer u % kBufs.
       auto load_keys = [&](int u) {
         const int j0 = (u < num_tiles ? u : u - num_tiles) * kS1Keys;
-        stage1_load<kS1Keys, D, kThreads>(sH + (u % kBufs) * kTileElems, khi, k_off, [&](int r) -> const T* {
+        load_tile<kS1Keys, D, kThreads>(sH + (u % kBufs) * kTileElems, khi, k_off, [&](int r) -> const T* {
           return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
         });
         if constexpr (kLo)
-          stage1_load<kS1Keys, D, kThreads>(sL + (u % kBufs) * kTileElems, klo, k_off, [&](int r) -> const T* {
+          load_tile<kS1Keys, D, kThreads>(sL + (u % kBufs) * kTileElems, klo, k_off, [&](int r) -> const T* {
             return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
           });
       };
@@ -490,15 +474,15 @@ __global__ void __launch_bounds__(32 * W, D <= 64 ? 2 : 1) stage1_kernel(const _
 
   // mma.sync body: Q and keys in XOR-swizzled [rows][D] tiles, keys double-buffered.
   auto swz_off = [](int r, int col) { return swz<D>(r, col); };
-  stage1_load<kPackedRows, D, kThreads>(sQ, q, swz_off, q_row);
+  load_tile<kPackedRows, D, kThreads>(sQ, q, swz_off, q_row);
   cp_async_commit();
   auto load_keys = [&](int tile, int buf) {
     const int j0 = tile * kS1Keys;
-    stage1_load<kS1Keys, D, kThreads>(sH + buf * kTileElems, khi, swz_off, [&](int r) -> const T* {
+    load_tile<kS1Keys, D, kThreads>(sH + buf * kTileElems, khi, swz_off, [&](int r) -> const T* {
       return j0 + r < nc_tile ? khi + static_cast<long long>(j0 + r) * D : nullptr;
     });
     if (use_lo)
-      stage1_load<kS1Keys, D, kThreads>(sL + buf * kTileElems, klo, swz_off, [&](int r) -> const T* {
+      load_tile<kS1Keys, D, kThreads>(sL + buf * kTileElems, klo, swz_off, [&](int r) -> const T* {
         return j0 + r < nc_tile ? klo + static_cast<long long>(j0 + r) * D : nullptr;
       });
   };
