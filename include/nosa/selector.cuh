@@ -435,6 +435,10 @@ class DeviceSelector {
       // shrink what an earlier one's launches need
       if (dyn_max > 0)
         NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn_max));
+      // All of the unified L1/shared storage as shared memory: the keys stream past L1 (they are
+      // read once), and the larger tiles of long max_tokens keep their CTAs per SM.
+      NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         static_cast<int>(cudaSharedmemCarveoutMaxShared)));
       const bool non_portable =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
       if (!non_portable) (void)cudaGetLastError();  // refused: sizes above 8 stay unusable
@@ -442,7 +446,7 @@ class DeviceSelector {
       for (int c = detail::kMinClusterSize; c <= max_c; ++c) {
         const int per = (std::max(dims_.max_nc, 1) + c - 1) / c;
         const int keys = (per + 31) / 32 * 32;  // >= score_chunk(nc, c) for every nc <= max_nc
-        const std::size_t smem = detail::cluster_smem_bytes<kGroupSize>(keys);
+        const std::size_t smem = detail::cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys);
         if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) continue;
         cudaLaunchAttribute attr;
         const cudaLaunchConfig_t lc = cluster_launch_config(c, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
@@ -546,7 +550,7 @@ class DeviceSelector {
         detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
       }
       NOSA_CUDA_TRY_LAUNCH("score_kernel");
-      const std::size_t smem = sizeof(float) * (2 * kGroupSize + dims_.pool_window_cap);
+      const std::size_t smem = sizeof(float) * (kGroupSize + dims_.pool_window_cap);
       auto pool = detail::pool_kernel<T, KeyStore, kGroupSize, need_pe>;
       if (smem > 48 * 1024) NOSA_CUDA_TRY(cudaFuncSetAttribute(pool, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       pool<<<grid_pool, detail::kPoolThreads, smem, stream>>>(p);

@@ -42,10 +42,26 @@ constexpr int kMaxClusterSize = 16;
 /// puts rows g and g + 4 of a warp's pair stores in different banks (2 wavefronts per store).
 NOSA_HOST_DEVICE constexpr int cluster_logit_ld(int keys) { return keys + 8; }
 
-/// Dynamic shared memory of a cluster CTA holding `keys` compressed keys: logits [G][ld], S [keys].
-template <int G>
+// How the cluster path's scan reads keys (MmaScan Stages / TileKeys). Default: plain loads, no
+// staging memory, which keeps the most CTAs per SM at any max_tokens. -DNOSA_CLUSTER_SCAN_STAGES=2
+// -DNOSA_CLUSTER_SCAN_TILE_KEYS=16 (cp.async double buffer, 32 KiB per CTA) was 10-23 % faster on
+// bench_selector at exactly 128K (3 CTAs per SM) but leaves 2 CTAs per SM once a head holds more
+// than 512 keys per CTA (docs/notes/selector.md).
+#ifndef NOSA_CLUSTER_SCAN_STAGES
+#define NOSA_CLUSTER_SCAN_STAGES 0
+#endif
+#ifndef NOSA_CLUSTER_SCAN_TILE_KEYS
+#define NOSA_CLUSTER_SCAN_TILE_KEYS 32
+#endif
+template <class T, int D, int G>
+using ClusterScan = MmaScan<T, D, G, NOSA_CLUSTER_SCAN_STAGES, NOSA_CLUSTER_SCAN_TILE_KEYS>;
+
+/// Dynamic shared memory of a cluster CTA holding `keys` compressed keys: logits [G][ld], S [keys]
+/// (padded to 16 bytes), then the scan's staging buffers.
+template <class T, int D, int G>
 constexpr std::size_t cluster_smem_bytes(int keys) {
-  return sizeof(float) * (static_cast<std::size_t>(G) * cluster_logit_ld(keys) + static_cast<std::size_t>(keys));
+  const std::size_t floats = static_cast<std::size_t>(G) * cluster_logit_ld(keys) + static_cast<std::size_t>(keys);
+  return (sizeof(float) * floats + 15) / 16 * 16 + ClusterScan<T, D, G>::kStageBytes;
 }
 
 /// First block CTA `rank` of C pools: blocks starting in its key range, so that most windows it
@@ -67,15 +83,16 @@ __global__ void __launch_bounds__(kScoreThreads)
   __trap();
 #else
   namespace cg = cooperative_groups;
-  using Scan = MmaScan<T, D, G>;
+  using Scan = ClusterScan<T, D, G>;
   __shared__ typename Scan::Shared sm;
   __shared__ float2 s_stat[G];                        // this CTA's (max, sum-exp) per g: read cluster-wide
   __shared__ float2 s_all[kMaxClusterSize * G];       // every CTA's s_stat, gathered in parallel
-  __shared__ float s_m[G], s_den[G];
+  __shared__ float s_off[G];                          // window_offset per query head
   extern __shared__ float4 cluster_smem4[];           // float4: 16-byte aligned float2 stores
   const int ld = cluster_logit_ld(p.cluster_keys);
   float* s_logit = reinterpret_cast<float*>(cluster_smem4);  // [G][ld], keys j0.. of this CTA
   float* s_S = s_logit + static_cast<size_t>(G) * ld;        // [cluster_keys]
+  uint4* s_stage = reinterpret_cast<uint4*>(cluster_smem4) + (sizeof(float) * (static_cast<size_t>(G) * ld + p.cluster_keys) + 15) / 16;
 
   cg::cluster_group cluster = cg::this_cluster();
   const int C = static_cast<int>(cluster.num_blocks());
@@ -87,7 +104,7 @@ __global__ void __launch_bounds__(kScoreThreads)
   const size_t ih = static_cast<size_t>(i) * H + h;
   const size_t sh = static_cast<size_t>(r.slot) * H + h;
   if (r.j0 < r.j1) {
-    Scan::run(sm, p.q + ih * G * D, p.st.keys + sh * p.st.max_nc * D, r.j0, r.j1, p.scale,
+    Scan::run(sm, s_stage, p.q + ih * G * D, p.st.keys + sh * p.st.max_nc * D, r.j0, r.j1, p.scale,
               LogitRows{s_logit, ld, r.j0}, s_stat);
   } else {
     for (int g = threadIdx.x; g < G; g += blockDim.x) s_stat[g] = make_float2(-INFINITY, 0.f);
@@ -101,13 +118,12 @@ __global__ void __launch_bounds__(kScoreThreads)
   for (int g = threadIdx.x; g < G; g += blockDim.x) {
     float2 acc = make_float2(-INFINITY, 0.f);
     for (int c = 0; c < C; ++c) acc = softmax_combine(acc, s_all[c * G + g]);
-    s_m[g] = acc.x;
-    s_den[g] = acc.y;
+    s_off[g] = window_offset(acc);
   }
   __syncthreads();
   for (int j = r.j0 + threadIdx.x; j < r.j1; j += blockDim.x) {
     const float* col = s_logit + (j - r.j0);
-    s_S[j - r.j0] = window_score<G>([&](int g) { return col[static_cast<size_t>(g) * ld]; }, s_m, s_den);
+    s_S[j - r.j0] = window_score<G>([&](int g) { return col[static_cast<size_t>(g) * ld]; }, s_off);
   }
   cluster.sync();  // every S written
 
@@ -117,6 +133,7 @@ __global__ void __launch_bounds__(kScoreThreads)
   const float* cb = p.st.cbias + sh * p.st.max_nc;
   const int chunk = r.chunk;
   auto window_s = [&](int j) {
+    if (j >= r.j0 && j < r.j1) return s_S[j - r.j0];  // most windows are this CTA's own
     const int owner = j / chunk;  // chunk > 0 whenever a window exists
     const float* src = owner == rank ? s_S : cluster.map_shared_rank(s_S, owner);
     return src[j - owner * chunk];

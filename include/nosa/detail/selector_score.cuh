@@ -2,8 +2,10 @@
 //
 // One scanning CTA owns the compressed keys [j0, j1) of entry i, head h (ScanRange) and, for
 // each of the G query heads g, produces
-//   logits[g][j] = q_g . Kc[j] / sqrt(D)       (fp32)
-//   stats[g]     = (max, sum of exp(logit - max)) over its keys
+//   logits[g][j] = q_g . Kc[j] / sqrt(D) * log2(e)   (fp32, base 2)
+//   stats[g]     = (max, sum of 2^(logit - max)) over its keys
+// Base 2 makes every exponential of stage 1 one exp2f (the MUFU unit) instead of expf's range
+// reduction: softmax_combine, the scan's running sums and window_score (selector_topk.cuh).
 // Global path: grid (splits, Hkv, batch), logits to the [batch][Hkv][G][ld] scratch and stats
 // to [batch][Hkv][splits][G]; pool_kernel (selector_topk.cuh) combines them. Cluster path
 // (selector_cluster.cuh): the same scan core keeps the logits and stats in shared memory.
@@ -15,6 +17,7 @@
 #pragma once
 
 #include <nosa/config.h>
+#include <nosa/detail/attention_mma.cuh>
 #include <nosa/detail/cuda_types.cuh>
 #include <nosa/detail/selection_math.h>
 #include <nosa/detail/selector_append.cuh>
@@ -63,11 +66,14 @@ NOSA_DEVICE NOSA_FORCEINLINE bool entry_length(const P& p, int i, int* slot, int
   return true;
 }
 
-/// Online (max, sum-exp) accumulation; m = -inf means empty.
+/// log2(e): the device logits are base 2 (see the file comment).
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// Online (max, sum of 2^(x - max)) accumulation of base-2 logits; m = -inf means empty.
 NOSA_DEVICE NOSA_FORCEINLINE float2 softmax_combine(float2 a, float2 b) {
   const float m = fmaxf(a.x, b.x);
   if (m == -INFINITY) return make_float2(-INFINITY, 0.f);
-  return make_float2(m, a.y * expf(a.x - m) + b.y * expf(b.x - m));
+  return make_float2(m, a.y * exp2f(a.x - m) + b.y * exp2f(b.x - m));
 }
 
 /// Splits of nc keys: chunk of a split, a multiple of 32.
@@ -158,29 +164,63 @@ NOSA_DEVICE NOSA_FORCEINLINE bool global_scan_prologue(const P& p, ScanRange* r,
 
 /// The tensor-core scan of one CTA (2-byte keys): stages q of (i, h) in shared memory, reads the
 /// keys [j0, j1) of (slot, h) once, stores every logit through `rows`, and writes the CTA's
-/// (max, sum-exp) per query head to stats_out[0..G) (global or shared). A warp computes 8 keys x
-/// 16 query heads per mma chain; a thread's 16-byte key load (8 consecutive d) feeds two k16
-/// steps, and q uses the same d permutation, so the dot product is unchanged. Needs j0 < j1 and
-/// kScoreThreads threads; every thread must call it (it synchronizes the CTA).
-template <class T, int D, int G>
+/// (max, sum of 2^(x - max)) per query head to stats_out[0..G) (global or shared). A warp
+/// computes 8 keys x 16 query heads per mma chain; a thread's 16-byte key piece (8 consecutive d)
+/// feeds two k16 steps, and q uses the same d permutation, so the dot product is unchanged.
+/// How key pieces reach registers (Stages):
+///   0: plain 16-byte loads (the default; no staging memory). ptxas spreads them over the
+///      products to save registers, so a tile waits for memory in ~4 batches.
+///   1, 2: a per-lane shared-memory staging area filled by 16-byte cp.async, 1 or 2 warp tiles
+///      per warp: all pieces of a tile are in flight at once, and with 2 the next tile's copies
+///      overlap this tile's products. Costs kStageBytes of shared memory per CTA, hence fewer
+///      CTAs per SM (docs/notes/selector.md has the measured trade-off; NOSA_CLUSTER_SCAN_STAGES).
+/// Needs j0 < j1, kScoreThreads threads and `stage` = kStageWords uint4 of shared memory (unused
+/// for Stages = 0); every thread must call it (it synchronizes the CTA).
+template <class T, int D, int G, int Stages = 0, int TileKeys = 32>
 struct MmaScan {
   using CT = cuda_type_t<T>;
   static constexpr int MT = (G + 15) / 16;  // m16 tiles of query heads
-  static constexpr int P = D / 32;          // 16-byte loads per thread per key row
-  static constexpr int KT = 512 / D;        // 8-key tiles per warp iteration (16 loads per thread)
+  static constexpr int P = D / 32;          // 16-byte pieces per thread per key row
+  static constexpr int KT = (TileKeys * 128 / D) / 8;  // 8-key tiles per warp tile (TileKeys at D = 128)
   static constexpr int W = kScoreThreads / 32;
+  static constexpr int kPieces = P * KT;    // 16-byte pieces per lane per warp tile (16)
+  static constexpr int kStageWords = Stages * W * kPieces * 32;
+  static constexpr std::size_t kStageBytes = sizeof(uint4) * kStageWords;
   static_assert(D % 32 == 0 && D <= 512, "mma scan: D must be a multiple of 32, at most 512");
+  static_assert(Stages >= 0 && Stages <= 2, "mma scan: 0 (plain loads), 1 or 2 staging buffers per warp");
+  static_assert(KT >= 1, "mma scan: at least one 8-key tile per warp tile");
   struct Shared {
     uint4 a[MT][P][32][2];
     float2 warp_stats[W][MT * 16];
   };
 
   template <class KS>
-  static NOSA_DEVICE NOSA_FORCEINLINE void run(Shared& sm, const T* q, const KS* keys_of_head, int j0, int j1,
-                                               float scale, const LogitRows& rows, float2* stats_out) {
+  static NOSA_DEVICE NOSA_FORCEINLINE void run(Shared& sm, uint4* stage, const T* q, const KS* keys_of_head, int j0,
+                                               int j1, float scale, const LogitRows& rows, float2* stats_out) {
     static_assert(std::is_same_v<T, KS>, "mma scoring needs keys stored in T");
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int t4 = lane & 3, r4 = lane >> 2;
+    const CT* keys = as_cuda(keys_of_head);
+    // piece (buffer b, pp, kt) of this lane at mine[((b * P + pp) * KT + kt) * 32]: consecutive
+    // lanes, consecutive 16 bytes (no bank conflicts); each lane reads back only its own pieces
+    uint4* mine = Stages > 0 ? stage + warp * Stages * kPieces * 32 + lane : nullptr;
+    auto issue = [&](int base, int buf) {
+#pragma unroll
+      for (int pp = 0; pp < P; ++pp)
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+          const int j = base + kt * 8 + r4;
+          const bool ok = j < j1;
+          cp_async_16(mine + ((buf * P + pp) * KT + kt) * 32,
+                      ok ? keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4 : keys, ok ? 16 : 0);
+        }
+      cp_async_commit();
+    };
+    const int step = W * 8 * KT;
+    if constexpr (Stages > 0) {
+      if (j0 + warp * 8 * KT < j1) issue(j0 + warp * 8 * KT, 0);  // the first tile flies while q is staged
+    }
+
     // A fragments: q rows r and r + 8 of each m tile, d = 32p + 8 t4 .. + 8.
     const CT* qh = as_cuda(q);
     for (int e = threadIdx.x; e < MT * P * 32; e += blockDim.x) {
@@ -192,21 +232,28 @@ struct MmaScan {
     }
     __syncthreads();
 
-    const CT* keys = as_cuda(keys_of_head);
+    const float scale2 = scale * kLog2e;
     float2 run[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) run[mt][0] = run[mt][1] = make_float2(-INFINITY, 0.f);
 
-    for (int base = j0 + warp * 8 * KT; base < j1; base += W * 8 * KT) {
-      // all loads of the warp iteration first (P * KT = 16 x 16 B in flight per thread), then mma
+    // One warp tile: 8 KT keys from `base`, its pieces in buffer `buf` (staged). kFull: all of
+    // them are below j1, so the bounds checks compile away.
+    auto tile = [&](int base, int buf, auto full) {
+      constexpr bool kFull = decltype(full)::value;
       uint4 kv[P][KT];
 #pragma unroll
       for (int pp = 0; pp < P; ++pp)
 #pragma unroll
         for (int kt = 0; kt < KT; ++kt) {
-          const int j = base + kt * 8 + r4;
-          kv[pp][kt] = j < j1 ? __ldg(reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4))
-                              : make_uint4(0, 0, 0, 0);
+          if constexpr (Stages == 0) {
+            const int j = base + kt * 8 + r4;
+            kv[pp][kt] = (kFull || j < j1)
+                             ? __ldg(reinterpret_cast<const uint4*>(keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4))
+                             : make_uint4(0, 0, 0, 0);
+          } else {
+            kv[pp][kt] = mine[((buf * P + pp) * KT + kt) * 32];
+          }
         }
       float acc[KT][MT][4];
 #pragma unroll
@@ -237,28 +284,48 @@ struct MmaScan {
 #pragma unroll
           for (int kt = 0; kt < KT; ++kt) {
             const int j = base + kt * 8 + 2 * t4;
-            const float x0 = acc[kt][mt][2 * half] * scale;
-            const float x1 = acc[kt][mt][2 * half + 1] * scale;
+            const float x0 = acc[kt][mt][2 * half] * scale2;
+            const float x1 = acc[kt][mt][2 * half + 1] * scale2;
             acc[kt][mt][2 * half] = x0;
             acc[kt][mt][2 * half + 1] = x1;
-            if (j < j1) vmax = fmaxf(vmax, x0);
-            if (j + 1 < j1) vmax = fmaxf(vmax, x1);
-            if (g < G && j < j1) rows.store(g, j, x0, x1, j + 1 < j1);
+            if (kFull || j < j1) vmax = fmaxf(vmax, x0);
+            if (kFull || j + 1 < j1) vmax = fmaxf(vmax, x1);
+            if (g < G && (kFull || j < j1)) rows.store(g, j, x0, x1, kFull || j + 1 < j1);
           }
-          if (vmax == -INFINITY) continue;
+          if (!kFull && vmax == -INFINITY) continue;
           float2 cur = run[mt][half];
           if (vmax > cur.x) {
-            cur.y = cur.x == -INFINITY ? 0.f : cur.y * expf(cur.x - vmax);
+            cur.y = cur.x == -INFINITY ? 0.f : cur.y * exp2f(cur.x - vmax);
             cur.x = vmax;
           }
 #pragma unroll
           for (int kt = 0; kt < KT; ++kt) {
             const int j = base + kt * 8 + 2 * t4;
-            if (j < j1) cur.y += expf(acc[kt][mt][2 * half] - cur.x);
-            if (j + 1 < j1) cur.y += expf(acc[kt][mt][2 * half + 1] - cur.x);
+            if (kFull || j < j1) cur.y += exp2f(acc[kt][mt][2 * half] - cur.x);
+            if (kFull || j + 1 < j1) cur.y += exp2f(acc[kt][mt][2 * half + 1] - cur.x);
           }
           run[mt][half] = cur;
         }
+      }
+    };
+    int buf = 0;
+    for (int base = j0 + warp * 8 * KT; base < j1; base += step) {
+      if constexpr (Stages == 2) {
+        if (base + step < j1) issue(base + step, buf ^ 1);
+        else cp_async_commit();  // an empty group keeps wait_group<1> meaning "this tile landed"
+        cp_async_wait<1>();
+      } else if constexpr (Stages == 1) {
+        cp_async_wait<0>();
+      }
+      // Staged tiles: full ones (all keys below j1) compile without bounds checks. Plain loads keep
+      // one checked body: the specialized copy was 5-6 % slower at mid-size grids (notes).
+      if (Stages > 0 && base + 8 * KT <= j1) tile(base, buf, std::true_type{});
+      else tile(base, buf, std::false_type{});
+      // Stages = 1: the tile's products consumed its pieces, so the buffer can be refilled
+      if constexpr (Stages == 1) {
+        if (base + step < j1) issue(base + step, 0);
+      } else if constexpr (Stages == 2) {
+        buf ^= 1;
       }
     }
     // combine the 4 threads of a quad (same rows), then across warps
@@ -285,6 +352,7 @@ template <class T, class KS, int D, int G>
 __global__ void __launch_bounds__(kScoreThreads) score_mma_kernel(const __grid_constant__ SelectParams<T, KS> p) {
   using Scan = MmaScan<T, D, G>;
   __shared__ typename Scan::Shared sm;
+  uint4* const stage = nullptr;  // Stages = 0: plain loads, no staging memory
   ScanRange r;
   float2* stats_out;
   if (!global_scan_prologue<G>(p, &r, &stats_out)) return;
@@ -292,7 +360,7 @@ __global__ void __launch_bounds__(kScoreThreads) score_mma_kernel(const __grid_c
   const size_t ih = static_cast<size_t>(blockIdx.z) * H + h;
   const size_t sh = static_cast<size_t>(r.slot) * H + h;
   const LogitRows rows{p.logits + ih * G * p.ld, p.ld, 0};
-  Scan::run(sm, p.q + ih * G * D, p.st.keys + sh * p.st.max_nc * D, r.j0, r.j1, p.scale, rows, stats_out);
+  Scan::run(sm, stage, p.q + ih * G * D, p.st.keys + sh * p.st.max_nc * D, r.j0, r.j1, p.scale, rows, stats_out);
 }
 
 /// Global path, fp32 keys (generic FMA): one key per thread, q in shared memory.
@@ -329,7 +397,7 @@ __global__ void __launch_bounds__(kScoreThreads) score_simt_kernel(const __grid_
     }
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      const float x = acc[g] * p.scale;
+      const float x = acc[g] * (p.scale * kLog2e);
       rows.store(g, j, x, 0.f, false);
       run[g] = softmax_combine(run[g], make_float2(x, 1.f));
     }

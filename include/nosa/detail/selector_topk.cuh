@@ -1,7 +1,7 @@
 // nosa::detail: pooling to blocks and the two-stage top-k of the device selector.
 //
 // pool_kernel  grid (splits, Hkv, batch), global path: combines the split softmax statistics,
-//              forms S[j] = sum_g exp(logit_gj - M_g) / den_g (host order: g ascending) for the
+//              forms S[j] = sum_g exp(logit_gj - M_g) / den_g (window_score, base 2) for the
 //              windows of its block range, max-pools S and bc to blocks (Pq, Pe), forces
 //              sink/local/current. window_score and pool_block are shared with the cluster path.
 // select_kernel grid (Hkv, batch): top-k by radix select on order-preserving 32-bit keys
@@ -25,16 +25,22 @@ namespace detail {
 constexpr int kPoolThreads = 256;
 constexpr int kSelectThreads = 512;
 
-/// S[j] of DESIGN.md section 2 from the G logits of window j (logit(g)) and the combined
-/// softmax statistics: sum over g ascending of exp(l_gj - M_g) / den_g, the host's order and
-/// rounding (both paths use this).
-template <int G, class Logit>
-NOSA_DEVICE NOSA_FORCEINLINE float window_score(Logit logit, const float* sM, const float* sDen) {
+/// S[j] of DESIGN.md section 2, sum over g of exp(l_gj - M_g) / den_g, from window j's G base-2
+/// logits (logit2(g) = l_gj * log2 e, selector_score.cuh) and off[g] = M2_g + log2(den_g) of the
+/// combined base-2 statistics: one exp2 per term, summed over g ascending as the host does. The
+/// host divides exp(l - M) by den; this rounds differently (~1e-6 relative), which only matters
+/// at near-ties. Both device paths use it, so they agree bit for bit.
+template <int G, class Logit2>
+NOSA_DEVICE NOSA_FORCEINLINE float window_score(Logit2 logit2, const float* off) {
   float S = 0.f;
-#pragma unroll 4
-  for (int g = 0; g < G; ++g) S = __fadd_rn(S, __fdiv_rn(expf(logit(g) - sM[g]), sDen[g]));
+#pragma unroll
+  for (int g = 0; g < G; ++g) S = __fadd_rn(S, exp2f(logit2(g) - off[g]));
   return S;
 }
+
+/// off = M2 + log2(den) of combined base-2 statistics (max, sum of 2^(x - max)); den >= 1
+/// whenever a key exists.
+NOSA_DEVICE NOSA_FORCEINLINE float window_offset(float2 stats) { return stats.x + log2f(stats.y); }
 
 /// Pq[m] (and Pe[m]) of block m: +inf for forced blocks, else the max of S (window_s(j)) and of
 /// the compressed scores cb[j] over the windows overlapping m (-inf when none does).
@@ -58,9 +64,8 @@ NOSA_DEVICE NOSA_FORCEINLINE void pool_block(const P& p, int m, int cur, int nc,
 template <class T, class KS, int G, bool NeedPe>
 __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constant__ SelectParams<T, KS> p) {
   extern __shared__ float pool_smem[];
-  float* sM = pool_smem;         // [G]
-  float* sDen = pool_smem + G;   // [G]
-  float* sS = pool_smem + 2 * G; // [pool_window_cap]
+  float* sOff = pool_smem;       // [G] window_offset of query head g
+  float* sS = pool_smem + G;     // [pool_window_cap]
   const int split = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
   const int H = p.st.num_kv_heads;
   int slot, len;
@@ -89,8 +94,7 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constan
     if (t < G) {
       float2 a = red[t];
       for (int k = 1; k < lanes; ++k) a = softmax_combine(a, red[k * G + t]);
-      sM[t] = a.x;
-      sDen[t] = a.y;
+      sOff[t] = window_offset(a);
     }
     __syncthreads();
   }
@@ -99,7 +103,7 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constan
   const int jw0 = lo.first, jw1 = hi.last;
   const float* logits = p.logits + ih * G * p.ld;
   for (int j = jw0 + threadIdx.x; j <= jw1; j += blockDim.x)
-    sS[j - jw0] = window_score<G>([&](int g) { return logits[static_cast<size_t>(g) * p.ld + j]; }, sM, sDen);
+    sS[j - jw0] = window_score<G>([&](int g) { return logits[static_cast<size_t>(g) * p.ld + j]; }, sOff);
   __syncthreads();
   const size_t sh = static_cast<size_t>(slot) * H + h;
   const float* cb = p.st.cbias + sh * p.st.max_nc;
