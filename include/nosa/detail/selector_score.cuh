@@ -168,8 +168,9 @@ NOSA_DEVICE NOSA_FORCEINLINE bool global_scan_prologue(const P& p, ScanRange* r,
 /// computes 8 keys x 16 query heads per mma chain; a thread's 16-byte key piece (8 consecutive d)
 /// feeds two k16 steps, and q uses the same d permutation, so the dot product is unchanged.
 /// How key pieces reach registers (Stages):
-///   0: plain 16-byte loads (the default; no staging memory). ptxas spreads them over the
-///      products to save registers, so a tile waits for memory in ~4 batches.
+///   0: plain 16-byte loads (the default; no staging memory): all 16 of a tile are issued before
+///      its first product (SASS of the sm_90a build; at 128 registers), so a warp tile waits for
+///      memory once, but no warp has two tiles in flight.
 ///   1, 2: a per-lane shared-memory staging area filled by 16-byte cp.async, 1 or 2 warp tiles
 ///      per warp: all pieces of a tile are in flight at once, and with 2 the next tile's copies
 ///      overlap this tile's products. Costs kStageBytes of shared memory per CTA, hence fewer
@@ -318,7 +319,8 @@ struct MmaScan {
         cp_async_wait<0>();
       }
       // Staged tiles: full ones (all keys below j1) compile without bounds checks. Plain loads keep
-      // one checked body: the specialized copy was 5-6 % slower at mid-size grids (notes).
+      // one checked body: with a second, unchecked one ptxas cut registers to 88 by spreading the
+      // loads over the products in ~4 batches, 5-6 % slower at mid-size grids (notes).
       if (Stages > 0 && base + 8 * KT <= j1) tile(base, buf, std::true_type{});
       else tile(base, buf, std::false_type{});
       // Stages = 1: the tile's products consumed its pieces, so the buffer can be refilled
