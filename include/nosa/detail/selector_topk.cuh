@@ -29,7 +29,7 @@ constexpr int kSelectThreads = 512;
 /// logits (logit2(g) = l_gj * log2 e, selector_score.cuh) and off[g] = M2_g + log2(den_g) of the
 /// combined base-2 statistics: one exp2 per term, summed over g ascending as the host does. The
 /// host divides exp(l - M) by den; this rounds differently (~1e-6 relative), which only matters
-/// at near-ties. Both device paths use it, so they agree bit for bit.
+/// at near-ties. Both device paths (global pooling, cluster) use it.
 template <int G, class Logit2>
 NOSA_DEVICE NOSA_FORCEINLINE float window_score(Logit2 logit2, const float* off) {
   float S = 0.f;
