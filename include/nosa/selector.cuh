@@ -393,9 +393,69 @@ class DeviceSelector {
     return best;
   }
 
-  /// The cluster-path kernel of this instantiation (2-byte keys, sparse policies only).
+  /// One cluster size's plan (plan_clusters): keys and shared memory per CTA, resident clusters.
+  struct ClusterPlan {
+    int keys = 0;
+    int smem = 0;
+    int active = 0;
+    int stages = 0;  ///< which cluster kernel (cluster_kernel_for)
+  };
+
+  /// The cluster-path kernel of this instantiation (2-byte keys, sparse policies only); Stages:
+  /// how its scan reads keys (0 plain loads, 2 cp.async double buffer; detail::ClusterScan).
+  template <int Stages>
   static auto cluster_kernel() {
-    return detail::score_pool_cluster_kernel<T, KeyStore, kHeadDim, kGroupSize, kKind == SelectorKind::kNosa>;
+    return detail::score_pool_cluster_kernel<T, KeyStore, kHeadDim, kGroupSize, kKind == SelectorKind::kNosa, Stages>;
+  }
+  using ClusterKernel = void (*)(detail::SelectParams<T, KeyStore>);
+  static ClusterKernel cluster_kernel_for(int stages) { return stages > 0 ? cluster_kernel<2>() : cluster_kernel<0>(); }
+
+  /// Kernel attributes of one cluster-kernel variant: the largest dynamic shared memory the
+  /// device allows next to its static shared memory (dyn_max, <= 0: none), the whole L1/shared
+  /// carveout as shared memory (the keys stream past L1; they are read once), and cluster sizes
+  /// above 8 where the device accepts them (non_portable). The same values from every selector of
+  /// this instantiation: a later create() cannot shrink what an earlier one's launches need.
+  template <int Stages>
+  static Status prepare_cluster_kernel(int optin, int* dyn_max, bool* non_portable) {
+    auto kernel = cluster_kernel<Stages>();
+    cudaFuncAttributes fa{};
+    NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
+    *dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
+    if (*dyn_max > 0) NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, *dyn_max));
+    NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+    *non_portable = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
+    if (!*non_portable) (void)cudaGetLastError();  // refused: sizes above 8 stay unusable
+    return {};
+  }
+
+  /// Shared memory and resident clusters of variant Stages at cluster size c with `keys` keys per
+  /// CTA (active 0: it does not fit or cannot launch here).
+  template <int Stages>
+  static ClusterPlan plan_cluster_variant(int c, int keys, int dyn_max) {
+    const std::size_t smem = detail::cluster_smem_bytes<T, kHeadDim, kGroupSize, Stages>(keys);
+    ClusterPlan plan{keys, static_cast<int>(smem), 0, Stages};
+    if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) return plan;
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t lc = cluster_launch_config(c, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
+    if (cudaOccupancyMaxActiveClusters(&plan.active, cluster_kernel<Stages>(), &lc) != cudaSuccess) {
+      (void)cudaGetLastError();  // this size cannot be launched here: leave it unusable
+      plan.active = 0;
+    }
+    return plan;
+  }
+
+  /// The staged scan (cp.async double buffer) hides the key latency better per CTA, the plain one
+  /// keeps more CTAs resident; measured on an H200 (docs/notes/selector.md) the staged one was
+  /// 10-23 % faster with 3 CTAs per SM and slower with 2. Rule: staged while it keeps at least
+  /// 3/4 of the plain scan's resident clusters. -DNOSA_CLUSTER_STAGING=0|2 forces one (A/B runs).
+  static bool choose_staging(const ClusterPlan& plain, const ClusterPlan& staged) {
+#if defined(NOSA_CLUSTER_STAGING)
+    (void)plain;
+    return NOSA_CLUSTER_STAGING > 0 && staged.active > 0;
+#else
+    return staged.active > 0 && 4 * staged.active >= 3 * plain.active;
+#endif
   }
 
   /// Fills clusters_ (host queries, once at create): for each C in 2..16 (9..16 only where the
@@ -418,9 +478,8 @@ class DeviceSelector {
         cluster_why_not_ = "the device has no thread-block clusters (needs sm_90 or newer)";
         return {};
       }
-      auto kernel = cluster_kernel();
       cudaFuncAttributes fa{};
-      NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
+      NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, cluster_kernel<0>()));
       // The kernel body exists only in code compiled for sm_90+ (__CUDA_ARCH__ >= 900). ptxVersion is
       // the virtual architecture the loaded code was compiled for (also when the driver JIT-compiles
       // compute_80 PTX for an sm_90 device, where binaryVersion would say 90).
@@ -430,32 +489,18 @@ class DeviceSelector {
                            " (thread-block clusters need code for sm_90 or newer)";
         return {};
       }
-      const int dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
-      // the same value from every selector of this instantiation: a later create() cannot
-      // shrink what an earlier one's launches need
-      if (dyn_max > 0)
-        NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn_max));
-      // All of the unified L1/shared storage as shared memory: the keys stream past L1 (they are
-      // read once), and the larger tiles of long max_tokens keep their CTAs per SM.
-      NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-      const bool non_portable =
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
-      if (!non_portable) (void)cudaGetLastError();  // refused: sizes above 8 stay unusable
-      const int max_c = non_portable ? detail::kMaxClusterSize : detail::kMaxPortableClusterSize;
+      int dyn_plain = 0, dyn_staged = 0;
+      bool np_plain = false, np_staged = false;
+      NOSA_RETURN_IF_ERROR(prepare_cluster_kernel<0>(optin, &dyn_plain, &np_plain));
+      NOSA_RETURN_IF_ERROR(prepare_cluster_kernel<2>(optin, &dyn_staged, &np_staged));
+      const int max_c = np_plain ? detail::kMaxClusterSize : detail::kMaxPortableClusterSize;
       for (int c = detail::kMinClusterSize; c <= max_c; ++c) {
         const int per = (std::max(dims_.max_nc, 1) + c - 1) / c;
         const int keys = (per + 31) / 32 * 32;  // >= score_chunk(nc, c) for every nc <= max_nc
-        const std::size_t smem = detail::cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys);
-        if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) continue;
-        cudaLaunchAttribute attr;
-        const cudaLaunchConfig_t lc = cluster_launch_config(c, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
-        int active = 0;
-        if (cudaOccupancyMaxActiveClusters(&active, kernel, &lc) != cudaSuccess) {
-          (void)cudaGetLastError();  // this size cannot be launched here: leave it unusable
-          active = 0;
-        }
-        clusters_[c] = ClusterPlan{keys, static_cast<int>(smem), active};
+        const ClusterPlan plain = plan_cluster_variant<0>(c, keys, dyn_plain);
+        const bool staged_ok = np_staged || c <= detail::kMaxPortableClusterSize;
+        const ClusterPlan staged = staged_ok ? plan_cluster_variant<2>(c, keys, dyn_staged) : ClusterPlan{keys, 0, 0, 2};
+        clusters_[c] = choose_staging(plain, staged) ? staged : plain;
       }
       cluster_why_not_ = max_cluster_size() > 0
                              ? ""
@@ -538,7 +583,7 @@ class DeviceSelector {
           const cudaLaunchConfig_t lc =
               cluster_launch_config(cluster, dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch),
                                     static_cast<std::size_t>(clusters_[cluster].smem), stream, &attr);
-          NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel(), p));
+          NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel_for(clusters_[cluster].stages), p));
           return {};
         }
       }
@@ -630,11 +675,6 @@ class DeviceSelector {
   int resident_ctas_ = 1;
   /// Cluster path per cluster size C: keys per CTA, dynamic shared bytes, clusters resident at
   /// once (cudaOccupancyMaxActiveClusters at create; 0 = C not usable).
-  struct ClusterPlan {
-    int keys = 0;
-    int smem = 0;
-    int active = 0;
-  };
   ClusterPlan clusters_[detail::kMaxClusterSize + 1] = {};
   std::string cluster_why_not_ = "not planned";
 };

@@ -42,26 +42,20 @@ constexpr int kMaxClusterSize = 16;
 /// puts rows g and g + 4 of a warp's pair stores in different banks (2 wavefronts per store).
 NOSA_HOST_DEVICE constexpr int cluster_logit_ld(int keys) { return keys + 8; }
 
-// How the cluster path's scan reads keys (MmaScan Stages / TileKeys). Default: plain loads, no
-// staging memory, which keeps the most CTAs per SM at any max_tokens. -DNOSA_CLUSTER_SCAN_STAGES=2
-// -DNOSA_CLUSTER_SCAN_TILE_KEYS=16 (cp.async double buffer, 32 KiB per CTA) was 10-23 % faster on
-// bench_selector at exactly 128K (3 CTAs per SM) but leaves 2 CTAs per SM once a head holds more
-// than 512 keys per CTA (docs/notes/selector.md).
-#ifndef NOSA_CLUSTER_SCAN_STAGES
-#define NOSA_CLUSTER_SCAN_STAGES 0
-#endif
-#ifndef NOSA_CLUSTER_SCAN_TILE_KEYS
-#define NOSA_CLUSTER_SCAN_TILE_KEYS 32
-#endif
-template <class T, int D, int G>
-using ClusterScan = MmaScan<T, D, G, NOSA_CLUSTER_SCAN_STAGES, NOSA_CLUSTER_SCAN_TILE_KEYS>;
+/// How a cluster CTA's scan reads keys: 0 = plain loads (no staging memory), 2 = a cp.async double
+/// buffer of 16-key tiles per warp (ClusterScan; +32 KiB of shared memory per CTA at D = 128).
+/// DeviceSelector compiles both and picks one per cluster size from the occupancy query
+/// (choose_staging): the staged scan is faster while it keeps most of the plain scan's resident
+/// clusters (docs/notes/selector.md).
+template <class T, int D, int G, int Stages>
+using ClusterScan = MmaScan<T, D, G, Stages, (Stages > 0 ? 16 : 32)>;
 
 /// Dynamic shared memory of a cluster CTA holding `keys` compressed keys: logits [G][ld], S [keys]
 /// (padded to 16 bytes), then the scan's staging buffers.
-template <class T, int D, int G>
+template <class T, int D, int G, int Stages>
 constexpr std::size_t cluster_smem_bytes(int keys) {
   const std::size_t floats = static_cast<std::size_t>(G) * cluster_logit_ld(keys) + static_cast<std::size_t>(keys);
-  return (sizeof(float) * floats + 15) / 16 * 16 + ClusterScan<T, D, G>::kStageBytes;
+  return (sizeof(float) * floats + 15) / 16 * 16 + ClusterScan<T, D, G, Stages>::kStageBytes;
 }
 
 /// First block CTA `rank` of C pools: blocks starting in its key range, so that most windows it
@@ -73,7 +67,7 @@ NOSA_DEVICE NOSA_FORCEINLINE int cluster_block_begin(int rank, int C, int chunk,
   return static_cast<int>(min(static_cast<long long>(nb), (first_token + block_size - 1) / block_size));
 }
 
-template <class T, class KS, int D, int G, bool NeedPe>
+template <class T, class KS, int D, int G, bool NeedPe, int Stages>
 __global__ void __launch_bounds__(kScoreThreads)
     score_pool_cluster_kernel(const __grid_constant__ SelectParams<T, KS> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
@@ -83,16 +77,20 @@ __global__ void __launch_bounds__(kScoreThreads)
   __trap();
 #else
   namespace cg = cooperative_groups;
-  using Scan = ClusterScan<T, D, G>;
+  using Scan = ClusterScan<T, D, G, Stages>;
+  static_assert(Stages == 0 || Scan::kStageBytes >= sizeof(float2) * kMaxClusterSize * G, "s_all fits in the staging");
   __shared__ typename Scan::Shared sm;
   __shared__ float2 s_stat[G];                        // this CTA's (max, sum-exp) per g: read cluster-wide
-  __shared__ float2 s_all[kMaxClusterSize * G];       // every CTA's s_stat, gathered in parallel
+  __shared__ float2 s_all_own[Stages > 0 ? 1 : kMaxClusterSize * G];
   __shared__ float s_off[G];                          // window_offset per query head
   extern __shared__ float4 cluster_smem4[];           // float4: 16-byte aligned float2 stores
   const int ld = cluster_logit_ld(p.cluster_keys);
   float* s_logit = reinterpret_cast<float*>(cluster_smem4);  // [G][ld], keys j0.. of this CTA
   float* s_S = s_logit + static_cast<size_t>(G) * ld;        // [cluster_keys]
   uint4* s_stage = reinterpret_cast<uint4*>(cluster_smem4) + (sizeof(float) * (static_cast<size_t>(G) * ld + p.cluster_keys) + 15) / 16;
+  // every CTA's s_stat, gathered in parallel after the scan: in the staging buffers when there are
+  // some (idle by then), which keeps a staged CTA within a third of an SM's shared memory
+  float2* s_all = Stages > 0 ? reinterpret_cast<float2*>(s_stage) : s_all_own;
 
   cg::cluster_group cluster = cg::this_cluster();
   const int C = static_cast<int>(cluster.num_blocks());
