@@ -3,12 +3,15 @@
 //   BM_Stage1/<path>  stage 1 alone: compressed-key scan, softmax, pooling to Pq/Pe
 //                     (global: score + pool kernels; cluster: the one cluster kernel)
 //   BM_Select/<path>  the whole selection (stage 1 + two-stage top-k)
+//   BM_Stage1Scan/<kernel>  stage 1 on the cluster path with its kernel forced (shared_logits,
+//                     register_logits; SelectArgs::cluster_scan): tunes cluster_scan_for
 //   BM_ClusterSize    stage 1 on the cluster path at a forced cluster size (2..16; sizes this
 //                     device cannot run for the shape are skipped): tunes choose_cluster
 // <path> is global or cluster ("auto" would be cluster for every shape here).
 // Counters: key_bytes (compressed keys read per call), GBps (key_bytes / time), pct_ceiling
 // (GBps / the device-to-device copy bandwidth measured once in this binary, counting read +
-// write), cluster (CTAs per (entry, head); 0 = global path), splits (global path's split-K).
+// write), cluster (CTAs per (entry, head); 0 = global path), splits (global path's split-K),
+// regs (1: the register-logit cluster kernel ran).
 // The compressed state is filled directly with random keys (appending 128K tokens x 64
 // sequences would only slow the setup down; append kernels are not what is measured here).
 // Short subset: --benchmark_filter='BM_(Stage1|Select)/.*/batch:(16|128)/hkv:2/ctx:131072'.
@@ -84,7 +87,8 @@ double copy_ceiling_gbps() {
 
 enum class What { kStage1, kSelect };
 
-void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_size) {
+void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_size,
+         nosa::ClusterScan scan = nosa::ClusterScan::kAuto) {
   const int batch = static_cast<int>(state.range(0));
   const int hkv = static_cast<int>(state.range(1));
   const int ctx = static_cast<int>(state.range(2));
@@ -107,6 +111,10 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
       (cluster_size > 0 ? !sel.cluster_size_usable(cluster_size) : sel.cluster_size_for(batch, path) == 0)) {
     cudaFree(ws);
     return state.SkipWithError("cluster path (or this cluster size) not usable for this shape on this device");
+  }
+  if (scan == nosa::ClusterScan::kRegisterLogits && !sel.register_scan_usable(sel.cluster_size_for(batch, path))) {
+    cudaFree(ws);
+    return state.SkipWithError("register-logit cluster kernel not usable for this shape on this device");
   }
   cudaStream_t s;
   NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -140,6 +148,7 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   a.counts = d_counts;
   a.path = path;
   a.cluster_size = cluster_size;
+  a.cluster_scan = scan;
   auto call = [&] {
     const nosa::Status r = what == What::kStage1 ? sel.stage1_only(a, s) : sel.select(a, s);
     if (!r.ok()) {
@@ -170,6 +179,8 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   const int used_cluster = cluster_size > 0 ? cluster_size : sel.cluster_size_for(batch, path);
   state.counters["cluster"] = used_cluster;
   state.counters["splits"] = used_cluster > 0 ? 0 : sel.splits_for(batch);
+  state.counters["regs"] = used_cluster > 0 && (scan == nosa::ClusterScan::kAuto ? sel.cluster_scan_for(batch, used_cluster)
+                                                                                 : scan) == nosa::ClusterScan::kRegisterLogits;
   // pct_ceiling is filled by the reporter-independent rate below (same formula as GBps)
   state.counters["pct_ceiling"] =
       benchmark::Counter(key_bytes * 1e-9 * 100.0 / ceiling, benchmark::Counter::kIsIterationInvariantRate);
@@ -185,6 +196,9 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
 }
 
 void BM_Stage1(benchmark::State& state, nosa::SelectPath path) { run(state, What::kStage1, path, 0); }
+void BM_Stage1Scan(benchmark::State& state, nosa::ClusterScan scan) {
+  run(state, What::kStage1, nosa::SelectPath::kCluster, 0, scan);
+}
 void BM_Select(benchmark::State& state, nosa::SelectPath path) { run(state, What::kSelect, path, 0); }
 void BM_ClusterSize(benchmark::State& state) {
   run(state, What::kStage1, nosa::SelectPath::kCluster, static_cast<int>(state.range(3)));
@@ -208,6 +222,8 @@ void cluster_sizes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_CAPTURE(BM_Stage1, global, nosa::SelectPath::kGlobal)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Stage1Scan, shared_logits, nosa::ClusterScan::kSharedLogits)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Stage1Scan, register_logits, nosa::ClusterScan::kRegisterLogits)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, global, nosa::SelectPath::kGlobal)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
 BENCHMARK(BM_ClusterSize)->Apply(cluster_sizes);

@@ -83,6 +83,15 @@ inline const char* to_string(SelectPath path) {
   return "?";
 }
 
+/// Which kernel the cluster path runs. Both give the same results (up to fp32 rounding at
+/// near-ties: the register kernel sums S in another order). kSharedLogits keeps each CTA's logits
+/// in shared memory (plain or cp.async-staged key loads, chosen at create from the occupancy);
+/// kRegisterLogits keeps them in registers behind a deeper cp.async ring (G <= 16, at most
+/// detail::RegisterScan::kMaxKeys keys per CTA). kAuto (default): register logits when the grid
+/// needs more than one wave of them (measured faster there, slower in a single wave:
+/// docs/notes/selector.md), else shared logits. Forcing one is for tests and tuning.
+enum class ClusterScan { kAuto = 0, kSharedLogits = 1, kRegisterLogits = 2 };
+
 /// Arguments of one select() call. All pointers are device memory.
 template <class T>
 struct SelectArgs {
@@ -100,6 +109,9 @@ struct SelectArgs {
   /// kCluster; with kGlobal it is refused). For tests and tuning; a size the device cannot run
   /// for this config (cluster_size_usable) returns kNotSupported before any launch.
   int cluster_size = 0;
+  /// Cluster-path kernel (ClusterScan). Non-auto values need the cluster path (refused with
+  /// kGlobal); kRegisterLogits where it cannot run for this config returns kNotSupported.
+  ClusterScan cluster_scan = ClusterScan::kAuto;
 };
 
 template <class Geo, class Policy, class T, class KeyStore = T>
@@ -253,9 +265,10 @@ class DeviceSelector {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_RETURN_IF_ERROR(check_select(a));
     int cluster = 0;
-    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster));
+    const ClusterPlan* plan = nullptr;
+    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster, &plan));
     detail::SelectParams<T, KeyStore> p = params_for(a, cluster);
-    NOSA_RETURN_IF_ERROR(launch_stage1(p, a.batch, cluster, stream));
+    NOSA_RETURN_IF_ERROR(launch_stage1(p, a.batch, cluster, plan, stream));
     const dim3 grid_sel(cfg_.num_kv_heads, a.batch);
     auto sel = detail::select_kernel<T, KeyStore, kKind>;
     std::size_t sel_smem = 0;
@@ -275,8 +288,9 @@ class DeviceSelector {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_RETURN_IF_ERROR(check_select(a));
     int cluster = 0;
-    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster));
-    return launch_stage1(params_for(a, cluster), a.batch, cluster, stream);
+    const ClusterPlan* plan = nullptr;
+    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster, &plan));
+    return launch_stage1(params_for(a, cluster), a.batch, cluster, plan, stream);
   }
 
   /// Synchronizes `stream` and reports (then clears) the sticky device-side error flags.
@@ -320,6 +334,15 @@ class DeviceSelector {
   /// shared memory can be co-resident on this device).
   bool cluster_size_usable(int c) const {
     return c >= detail::kMinClusterSize && c <= detail::kMaxClusterSize && clusters_[c].active > 0;
+  }
+  /// Whether SelectArgs::cluster_scan = kRegisterLogits can run at cluster size c.
+  bool register_scan_usable(int c) const { return cluster_size_usable(c) && register_clusters_[c].active > 0; }
+  /// The cluster kernel cluster_scan = kAuto runs for `batch` entries at cluster size c: register
+  /// logits where usable and the grid (batch x Hkv clusters) needs more than one wave of them.
+  ClusterScan cluster_scan_for(int batch, int c) const {
+    return register_scan_usable(c) && static_cast<long long>(batch) * cfg_.num_kv_heads > register_clusters_[c].active
+               ? ClusterScan::kRegisterLogits
+               : ClusterScan::kSharedLogits;
   }
   /// Cluster size (CTAs per (entry, KV head)) select() uses for a batch of `batch` entries on
   /// `path`; 0 means the global path. Fixed by the config and batch (graph replay stays valid).
@@ -398,26 +421,39 @@ class DeviceSelector {
     int keys = 0;
     int smem = 0;
     int active = 0;
-    int stages = 0;  ///< which cluster kernel (cluster_kernel_for)
+    int variant = 0;  ///< which cluster kernel: detail::kClusterPlain / kClusterStaged / kClusterRegisters
   };
 
-  /// The cluster-path kernel of this instantiation (2-byte keys, sparse policies only); Stages:
-  /// how its scan reads keys (0 plain loads, 2 cp.async double buffer; detail::ClusterScan).
-  template <int Stages>
-  static auto cluster_kernel() {
-    return detail::score_pool_cluster_kernel<T, KeyStore, kHeadDim, kGroupSize, kKind == SelectorKind::kNosa, Stages>;
-  }
+  /// Whether the register-logit cluster kernel exists for this instantiation (one m16 tile of
+  /// query heads).
+  static constexpr bool kHasRegisterCluster = kGroupSize <= 16;
   using ClusterKernel = void (*)(detail::SelectParams<T, KeyStore>);
-  static ClusterKernel cluster_kernel_for(int stages) { return stages > 0 ? cluster_kernel<2>() : cluster_kernel<0>(); }
+  /// The cluster-path kernels of this instantiation (2-byte keys, sparse policies only), by how
+  /// the scan reads keys and keeps logits: kClusterPlain (plain loads, logits in shared memory),
+  /// kClusterStaged (cp.async double buffer, logits in shared memory), kClusterRegisters (deep
+  /// cp.async ring, logits in registers; G <= 16).
+  template <int V>
+  static ClusterKernel cluster_kernel() {
+    constexpr bool need_pe = kKind == SelectorKind::kNosa;
+    if constexpr (V == detail::kClusterRegisters && kHasRegisterCluster)
+      return detail::score_pool_cluster_registers_kernel<T, KeyStore, kHeadDim, kGroupSize, need_pe>;
+    else
+      return detail::score_pool_cluster_kernel<T, KeyStore, kHeadDim, kGroupSize, need_pe,
+                                               V == detail::kClusterPlain ? 0 : 2>;
+  }
+  static ClusterKernel cluster_kernel_for(int variant) {
+    if (variant == detail::kClusterRegisters) return cluster_kernel<detail::kClusterRegisters>();
+    return variant == detail::kClusterStaged ? cluster_kernel<detail::kClusterStaged>() : cluster_kernel<detail::kClusterPlain>();
+  }
 
   /// Kernel attributes of one cluster-kernel variant: the largest dynamic shared memory the
   /// device allows next to its static shared memory (dyn_max, <= 0: none), the whole L1/shared
   /// carveout as shared memory (the keys stream past L1; they are read once), and cluster sizes
   /// above 8 where the device accepts them (non_portable). The same values from every selector of
   /// this instantiation: a later create() cannot shrink what an earlier one's launches need.
-  template <int Stages>
+  template <int V>
   static Status prepare_cluster_kernel(int optin, int* dyn_max, bool* non_portable) {
-    auto kernel = cluster_kernel<Stages>();
+    auto kernel = cluster_kernel<V>();
     cudaFuncAttributes fa{};
     NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
     *dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
@@ -429,26 +465,33 @@ class DeviceSelector {
     return {};
   }
 
-  /// Shared memory and resident clusters of variant Stages at cluster size c with `keys` keys per
-  /// CTA (active 0: it does not fit or cannot launch here).
-  template <int Stages>
-  static ClusterPlan plan_cluster_variant(int c, int keys, int dyn_max) {
-    const std::size_t smem = detail::cluster_smem_bytes<T, kHeadDim, kGroupSize, Stages>(keys);
-    ClusterPlan plan{keys, static_cast<int>(smem), 0, Stages};
+  /// Shared memory and resident clusters of variant V at cluster size c with `keys` keys per CTA
+  /// (active 0: it does not fit or cannot launch here).
+  /// halo: the register kernel's extra keys per CTA (detail::register_scan_halo), which its
+  /// shared memory and tile count must also cover.
+  template <int V>
+  static ClusterPlan plan_cluster_variant(int c, int keys, int halo, int dyn_max) {
+    constexpr bool regs = V == detail::kClusterRegisters;
+    const std::size_t smem =
+        regs ? detail::register_cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys + halo)
+             : detail::cluster_smem_bytes<T, kHeadDim, kGroupSize, V == detail::kClusterPlain ? 0 : 2>(keys);
+    ClusterPlan plan{keys, static_cast<int>(smem), 0, V};
     if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) return plan;
+    if (regs && (!kHasRegisterCluster || keys + halo > detail::RegisterScan<T, kHeadDim, 16>::kMaxKeys)) return plan;
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t lc = cluster_launch_config(c, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
-    if (cudaOccupancyMaxActiveClusters(&plan.active, cluster_kernel<Stages>(), &lc) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveClusters(&plan.active, cluster_kernel<V>(), &lc) != cudaSuccess) {
       (void)cudaGetLastError();  // this size cannot be launched here: leave it unusable
       plan.active = 0;
     }
     return plan;
   }
 
-  /// The staged scan (cp.async double buffer) hides the key latency better per CTA, the plain one
-  /// keeps more CTAs resident; measured on an H200 (docs/notes/selector.md) the staged one was
-  /// 10-23 % faster with 3 CTAs per SM and slower with 2. Rule: staged while it keeps at least
-  /// 3/4 of the plain scan's resident clusters. -DNOSA_CLUSTER_STAGING=0|2 forces one (A/B runs).
+  /// The shared-logit kernel: the staged scan (cp.async double buffer) hides the key latency
+  /// better per CTA, the plain one keeps more CTAs resident; measured on an H200
+  /// (docs/notes/selector.md) the staged one was 10-23 % faster with 3 CTAs per SM and slower with
+  /// 2. Rule: staged while it keeps at least 3/4 of the plain scan's resident clusters.
+  /// -DNOSA_CLUSTER_STAGING=0|2 forces one (A/B runs).
   static bool choose_staging(const ClusterPlan& plain, const ClusterPlan& staged) {
 #if defined(NOSA_CLUSTER_STAGING)
     (void)plain;
@@ -464,6 +507,7 @@ class DeviceSelector {
   /// policy, devices without cluster launch, and heads too long for 16 CTAs.
   Status plan_clusters(int device) {
     for (auto& c : clusters_) c = ClusterPlan{};
+    for (auto& c : register_clusters_) c = ClusterPlan{};
     if constexpr (kKind == SelectorKind::kDense) {
       cluster_why_not_ = "the dense policy has no stage 1";
       return {};
@@ -489,18 +533,25 @@ class DeviceSelector {
                            " (thread-block clusters need code for sm_90 or newer)";
         return {};
       }
-      int dyn_plain = 0, dyn_staged = 0;
-      bool np_plain = false, np_staged = false;
-      NOSA_RETURN_IF_ERROR(prepare_cluster_kernel<0>(optin, &dyn_plain, &np_plain));
-      NOSA_RETURN_IF_ERROR(prepare_cluster_kernel<2>(optin, &dyn_staged, &np_staged));
+      int dyn_plain = 0, dyn_staged = 0, dyn_regs = 0;
+      bool np_plain = false, np_staged = false, np_regs = false;
+      NOSA_RETURN_IF_ERROR(prepare_cluster_kernel<detail::kClusterPlain>(optin, &dyn_plain, &np_plain));
+      NOSA_RETURN_IF_ERROR(prepare_cluster_kernel<detail::kClusterStaged>(optin, &dyn_staged, &np_staged));
+      if constexpr (kHasRegisterCluster)
+        NOSA_RETURN_IF_ERROR(prepare_cluster_kernel<detail::kClusterRegisters>(optin, &dyn_regs, &np_regs));
       const int max_c = np_plain ? detail::kMaxClusterSize : detail::kMaxPortableClusterSize;
+      const int halo = detail::register_scan_halo(cfg_.params.window, cfg_.params.stride, kBlockSize);
       for (int c = detail::kMinClusterSize; c <= max_c; ++c) {
         const int per = (std::max(dims_.max_nc, 1) + c - 1) / c;
         const int keys = (per + 31) / 32 * 32;  // >= score_chunk(nc, c) for every nc <= max_nc
-        const ClusterPlan plain = plan_cluster_variant<0>(c, keys, dyn_plain);
-        const bool staged_ok = np_staged || c <= detail::kMaxPortableClusterSize;
-        const ClusterPlan staged = staged_ok ? plan_cluster_variant<2>(c, keys, dyn_staged) : ClusterPlan{keys, 0, 0, 2};
+        const ClusterPlan plain = plan_cluster_variant<detail::kClusterPlain>(c, keys, 0, dyn_plain);
+        const bool portable = c <= detail::kMaxPortableClusterSize;
+        const ClusterPlan staged = np_staged || portable ? plan_cluster_variant<detail::kClusterStaged>(c, keys, 0, dyn_staged)
+                                                         : ClusterPlan{keys, 0, 0, detail::kClusterStaged};
         clusters_[c] = choose_staging(plain, staged) ? staged : plain;
+        register_clusters_[c] = kHasRegisterCluster && (np_regs || portable)
+                                    ? plan_cluster_variant<detail::kClusterRegisters>(c, keys, halo, dyn_regs)
+                                    : ClusterPlan{keys, 0, 0, detail::kClusterRegisters};
       }
       cluster_why_not_ = max_cluster_size() > 0
                              ? ""
@@ -529,12 +580,20 @@ class DeviceSelector {
     return largest;
   }
 
-  /// The cluster size of this call (0 = global path) from SelectArgs::path and cluster_size.
-  Status cluster_for(const SelectArgs<T>& a, int* cluster) const {
+  /// The cluster size of this call (0 = global path) from SelectArgs::path and cluster_size, and
+  /// the cluster kernel's plan from cluster_scan (nullptr on the global path).
+  Status cluster_for(const SelectArgs<T>& a, int* cluster, const ClusterPlan** plan) const {
     *cluster = 0;
+    *plan = nullptr;
     if (a.path != SelectPath::kAuto && a.path != SelectPath::kGlobal && a.path != SelectPath::kCluster)
       return invalid_argument("select: path = " + std::to_string(static_cast<int>(a.path)) +
                               " is not a SelectPath (auto, global, cluster)");
+    if (a.cluster_scan != ClusterScan::kAuto && a.cluster_scan != ClusterScan::kSharedLogits &&
+        a.cluster_scan != ClusterScan::kRegisterLogits)
+      return invalid_argument("select: cluster_scan = " + std::to_string(static_cast<int>(a.cluster_scan)) +
+                              " is not a ClusterScan (auto, shared logits, register logits)");
+    if (a.path == SelectPath::kGlobal && a.cluster_scan != ClusterScan::kAuto)
+      return invalid_argument("select: cluster_scan is set but path = global");
     if (a.cluster_size != 0) {
       if (a.path == SelectPath::kGlobal)
         return invalid_argument("select: cluster_size = " + std::to_string(a.cluster_size) + " is set but path = global");
@@ -546,12 +605,23 @@ class DeviceSelector {
                              " cannot run for this selector on this device" +
                              (cluster_why_not_.empty() ? std::string(" (shared memory or occupancy)") : ": " + cluster_why_not_));
       *cluster = a.cluster_size;
-      return {};
+    } else if (a.path != SelectPath::kGlobal) {
+      *cluster = choose_cluster(a.batch);
+      if (*cluster == 0 && (a.path == SelectPath::kCluster || a.cluster_scan != ClusterScan::kAuto))
+        return not_supported("select: path = cluster is not available for this selector: " + cluster_why_not_);
     }
-    if (a.path == SelectPath::kGlobal) return {};
-    *cluster = choose_cluster(a.batch);
-    if (*cluster == 0 && a.path == SelectPath::kCluster)
-      return not_supported("select: path = cluster is not available for this selector: " + cluster_why_not_);
+    if (*cluster == 0) return {};
+    const ClusterPlan& regs = register_clusters_[*cluster];
+    if (a.cluster_scan == ClusterScan::kRegisterLogits) {
+      if (regs.active <= 0)
+        return not_supported("select: cluster_scan = register logits cannot run at cluster size " + std::to_string(*cluster) +
+                             (kHasRegisterCluster ? " (keys per CTA, shared memory or occupancy)" : " (it needs G <= 16)"));
+      *plan = &regs;
+    } else if (a.cluster_scan == ClusterScan::kAuto && cluster_scan_for(a.batch, *cluster) == ClusterScan::kRegisterLogits) {
+      *plan = &regs;
+    } else {
+      *plan = &clusters_[*cluster];
+    }
     return {};
   }
 
@@ -574,7 +644,8 @@ class DeviceSelector {
   }
 
   /// Stage 1 on the chosen path: the cluster kernel, or score + pool (nothing for dense).
-  Status launch_stage1(const detail::SelectParams<T, KeyStore>& p, int batch, int cluster, cudaStream_t stream) const {
+  Status launch_stage1(const detail::SelectParams<T, KeyStore>& p, int batch, int cluster, const ClusterPlan* plan,
+                       cudaStream_t stream) const {
     if constexpr (kKind != SelectorKind::kDense) {
       constexpr bool need_pe = kKind == SelectorKind::kNosa;
       if constexpr (sizeof(KeyStore) == 2) {
@@ -582,8 +653,8 @@ class DeviceSelector {
           cudaLaunchAttribute attr;
           const cudaLaunchConfig_t lc =
               cluster_launch_config(cluster, dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch),
-                                    static_cast<std::size_t>(clusters_[cluster].smem), stream, &attr);
-          NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel_for(clusters_[cluster].stages), p));
+                                    static_cast<std::size_t>(plan->smem), stream, &attr);
+          NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel_for(plan->variant), p));
           return {};
         }
       }
@@ -675,7 +746,8 @@ class DeviceSelector {
   int resident_ctas_ = 1;
   /// Cluster path per cluster size C: keys per CTA, dynamic shared bytes, clusters resident at
   /// once (cudaOccupancyMaxActiveClusters at create; 0 = C not usable).
-  ClusterPlan clusters_[detail::kMaxClusterSize + 1] = {};
+  ClusterPlan clusters_[detail::kMaxClusterSize + 1] = {};           ///< shared-logit kernel per cluster size
+  ClusterPlan register_clusters_[detail::kMaxClusterSize + 1] = {};  ///< register-logit kernel (active 0: cannot run)
   std::string cluster_why_not_ = "not planned";
 };
 

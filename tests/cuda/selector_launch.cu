@@ -116,6 +116,7 @@ class Impl final : public SelectorHandle {
     a.counts = *cnt;
     a.path = path_value_ >= 0 ? static_cast<nosa::SelectPath>(path_value_) : static_cast<nosa::SelectPath>(path_);
     a.cluster_size = cluster_size_;
+    a.cluster_scan = static_cast<nosa::ClusterScan>(cluster_scan_);
     return a;
   }
   void download(int* dids, int* dcnt, std::size_t b, int stride, std::vector<int>* ids, std::vector<int>* counts) {
@@ -159,6 +160,13 @@ class Impl final : public SelectorHandle {
     cluster_size_ = cluster_size;
     path_value_ = path_value;
   }
+  void set_cluster_scan(int scan) override { cluster_scan_ = scan; }
+  std::vector<int> register_scan_sizes() const override {
+    std::vector<int> v;
+    for (int c = 2; c <= 16; ++c)
+      if (sel_.register_scan_usable(c)) v.push_back(c);
+    return v;
+  }
   int cluster_size_for(int batch) const override { return sel_.cluster_size_for(batch); }
   std::vector<int> cluster_sizes() const override {
     std::vector<int> v;
@@ -196,7 +204,7 @@ class Impl final : public SelectorHandle {
   Sel sel_;
   int hkv_ = 1;
   SelPath path_ = SelPath::kAuto;
-  int cluster_size_ = 0, path_value_ = -1;
+  int cluster_size_ = 0, path_value_ = -1, cluster_scan_ = 0;
 };
 
 struct Entry {

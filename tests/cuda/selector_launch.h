@@ -58,6 +58,11 @@ class SelectorHandle {
   /// select_graph() calls: SelectArgs::path / cluster_size. `path_value` overrides the enum with
   /// a raw value (-1: none) to test the check of out-of-range paths.
   virtual void set_path(SelPath path, int cluster_size = 0, int path_value = -1) = 0;
+  /// SelectArgs::cluster_scan of the following calls, as a raw value (0 auto, 1 shared logits,
+  /// 2 register logits; others test the argument check).
+  virtual void set_cluster_scan(int scan) = 0;
+  /// Cluster sizes at which cluster_scan = register logits can run, ascending.
+  virtual std::vector<int> register_scan_sizes() const = 0;
   /// Cluster size select() takes for `batch` on auto (0: global path).
   virtual int cluster_size_for(int batch) const = 0;
   /// Cluster sizes usable by this selector on this device, ascending (empty: no cluster path).

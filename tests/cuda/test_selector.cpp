@@ -120,10 +120,16 @@ HostHead host_head(const SelCase& c, int H, const Seq& s, int h, long long T, co
   return out;
 }
 
-/// float64 recomputation of Pq: true when the k-th / (k+1)-th boundary of the query-aware
-/// ranking is a near-tie between different windows (fp32 rounding could flip it).
-bool near_tie(const SelCase& c, const nosa::SelectionParams& sp, long long T, const float* q, const HostHead& hh) {
-  if (c.kind == nosa::SelectorKind::kDense) return false;
+/// float64 recomputation of the query-aware ranking: block scores P (Pq of DESIGN.md s.2, +inf
+/// forced), the window each took its max from (src, -1 forced) and the block ids ranked
+/// "score desc, index asc". k: where the ranking is cut (query_aware or budget, clamped).
+struct Ranking {
+  std::vector<double> P;
+  std::vector<int> src, order;
+  int k = 0;
+};
+
+Ranking rank_blocks(const SelCase& c, const nosa::SelectionParams& sp, long long T, const float* q, const HostHead& hh) {
   const int D = c.head_dim, G = c.group_size, nc = nosa::detail::num_compressed(T, sp.window, sp.stride);
   const int nb = nosa::detail::num_blocks(T, c.block_size), cur = nb - 1;
   std::vector<double> S(nc, 0.0), lg(nc);
@@ -139,53 +145,85 @@ bool near_tie(const SelCase& c, const nosa::SelectionParams& sp, long long T, co
     for (int j = 0; j < nc; ++j) den += std::exp(lg[j] - mx);
     for (int j = 0; j < nc; ++j) S[j] += std::exp(lg[j] - mx) / den;
   }
-  std::vector<double> P(nb, -INFINITY);
-  std::vector<int> src(nb, -1);
+  Ranking r;
+  r.P.assign(nb, -INFINITY);
+  r.src.assign(nb, -1);
   for (int m = 0; m < nb; ++m) {
     if (nosa::detail::is_forced_block(m, cur, sp.sink, sp.local)) {
-      P[m] = INFINITY;
+      r.P[m] = INFINITY;
       continue;
     }
-    const auto r = nosa::detail::windows_overlapping_block(m, c.block_size, sp.window, sp.stride, nc);
-    for (int j = r.first; j <= r.last; ++j)
-      if (S[j] > P[m]) P[m] = S[j], src[m] = j;
+    const auto w = nosa::detail::windows_overlapping_block(m, c.block_size, sp.window, sp.stride, nc);
+    for (int j = w.first; j <= w.last; ++j)
+      if (S[j] > r.P[m]) r.P[m] = S[j], r.src[m] = j;
   }
-  const int k = std::min(c.kind == nosa::SelectorKind::kNosa ? sp.query_aware : sp.budget, nb);
-  if (k <= 0 || k >= nb) return false;
-  std::vector<int> idx(nb);
-  for (int m = 0; m < nb; ++m) idx[m] = m;
-  std::sort(idx.begin(), idx.end(), [&](int a, int b) { return P[a] > P[b] || (P[a] == P[b] && a < b); });
-  const int a = idx[k - 1], b = idx[k];
-  if (!std::isfinite(P[a]) || !std::isfinite(P[b]) || src[a] == src[b]) return false;
-  return std::fabs(P[a] - P[b]) <= 2e-5 * std::max(std::fabs(P[a]), std::fabs(P[b]));
+  r.k = std::min(c.kind == nosa::SelectorKind::kNosa ? sp.query_aware : sp.budget, nb);
+  r.order.resize(nb);
+  for (int m = 0; m < nb; ++m) r.order[m] = m;
+  std::sort(r.order.begin(), r.order.end(), [&](int a, int b) { return r.P[a] > r.P[b] || (r.P[a] == r.P[b] && a < b); });
+  return r;
+}
+
+/// True when the k-th / (k+1)-th boundary of the query-aware ranking is a near-tie between
+/// different windows (fp32 rounding could flip it). An exact tie (the same score in float64:
+/// windows with the same keys, so the same fp32 score on both sides) is not one: the tie rule
+/// decides it; *exact_tie says so.
+bool near_tie(const SelCase& c, const nosa::SelectionParams& sp, long long T, const float* q, const HostHead& hh,
+              bool* exact_tie) {
+  *exact_tie = false;
+  if (c.kind == nosa::SelectorKind::kDense) return false;
+  const Ranking r = rank_blocks(c, sp, T, q, hh);
+  if (r.k <= 0 || r.k >= static_cast<int>(r.order.size())) return false;
+  const int a = r.order[r.k - 1], b = r.order[r.k];
+  if (r.P[a] == r.P[b]) {
+    *exact_tie = true;
+    return false;
+  }
+  if (!std::isfinite(r.P[a]) || !std::isfinite(r.P[b]) || r.src[a] == r.src[b]) return false;
+  return std::fabs(r.P[a] - r.P[b]) <= 2e-5 * std::max(std::fabs(r.P[a]), std::fabs(r.P[b]));
 }
 
 struct Tally {
   int compared = 0, skipped = 0;  ///< (entry, head) pairs: compared with the host / skipped near-ties
+  int exact_ties = 0;             ///< compared pairs whose query-aware cut fell inside an exact tie
   int global = 0, cluster = 0;    ///< GPU selections compared, per stage-1 path
+  int register_scan = 0;          ///< of the cluster ones: with the register-logit kernel forced
 };
 
 /// One GPU run of a step: the stage-1 path it forced and what it returned.
 struct PathRun {
   nosa_test::SelPath path;
   int cluster_size;  ///< forced cluster size (0: chosen from the batch)
+  int scan;          ///< SelectArgs::cluster_scan (0 auto, 2 register logits forced)
   std::vector<int> ids, counts;
+};
+
+struct PathChoice {
+  nosa_test::SelPath path;
+  int cluster_size, scan;
 };
 
 /// The stage-1 paths every selection check runs on the same data: auto, global, the cluster
 /// path at its automatic size and at forced sizes (the smallest usable, 5 and the largest), where
-/// usable: devices with clusters, 2-byte keys, sparse policies, heads that fit.
-std::vector<std::pair<nosa_test::SelPath, int>> paths_of(const SelectorHandle& sel) {
+/// usable: devices with clusters, 2-byte keys, sparse policies, heads that fit; and each cluster
+/// run again with the register-logit kernel forced where it can run (the small batches of the
+/// tests fill less than one wave, where auto keeps the shared-logit kernel).
+std::vector<PathChoice> paths_of(const SelectorHandle& sel, int batch) {
   using nosa_test::SelPath;
-  std::vector<std::pair<SelPath, int>> v = {{SelPath::kAuto, 0}, {SelPath::kGlobal, 0}};
-  const std::vector<int> sizes = sel.cluster_sizes();
+  std::vector<PathChoice> v = {{SelPath::kAuto, 0, 0}, {SelPath::kGlobal, 0, 0}};
+  const std::vector<int> sizes = sel.cluster_sizes(), regs = sel.register_scan_sizes();
+  auto has_regs = [&](int c) { return std::find(regs.begin(), regs.end(), c) != regs.end(); };
   if (!sizes.empty()) {
-    v.push_back({SelPath::kCluster, 0});
+    v.push_back({SelPath::kCluster, 0, 0});
+    if (has_regs(sel.cluster_size_for(batch))) v.push_back({SelPath::kCluster, 0, 2});
     std::vector<int> forced = {sizes.front()};
     if (std::find(sizes.begin(), sizes.end(), 5) != sizes.end()) forced.push_back(5);
     forced.push_back(sizes.back());
     forced.erase(std::unique(forced.begin(), forced.end()), forced.end());
-    for (int c : forced) v.push_back({SelPath::kCluster, c});
+    for (int c : forced) {
+      v.push_back({SelPath::kCluster, c, 0});
+      if (has_regs(c)) v.push_back({SelPath::kCluster, c, 2});
+    }
   }
   return v;
 }
@@ -202,9 +240,12 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
   int max_len = 0;
   for (int l : lens) max_len = std::max(max_len, l);
   std::vector<PathRun> runs;
-  for (const auto& [path, csize] : paths_of(sel)) {
-    PathRun r{path, csize, {}, {}};
+  for (const PathChoice& pc : paths_of(sel, batch)) {
+    const nosa_test::SelPath path = pc.path;
+    const int csize = pc.cluster_size;
+    PathRun r{path, csize, pc.scan, {}, {}};
     sel.set_path(path, csize);
+    sel.set_cluster_scan(pc.scan);
     nosa::Status st = graph ? sel.select_graph(slots, lens, max_len, q.data(), stride, 3, &r.ids, &r.counts)
                             : sel.select(slots, lens, max_len, q.data(), stride, &r.ids, &r.counts);
     REQUIRE_MESSAGE(st.ok(), "path " << int(path) << " cluster_size " << csize << ": " << st.to_string());
@@ -213,6 +254,7 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
     runs.push_back(std::move(r));
   }
   sel.set_path(nosa_test::SelPath::kAuto);
+  sel.set_cluster_scan(0);
   for (int i = 0; i < batch; ++i) {
     for (int h = 0; h < H; ++h) {
       const long long T = lens[i];
@@ -221,15 +263,18 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
       for (size_t e = 0; e < qf.size(); ++e) qf[e] = from_bits(q[(static_cast<size_t>(i) * H + h) * G * D + e], c.fp16);
       const auto ref = nosa::host::select_blocks<float>(c.kind, sp, c.block_size, T, qf.data(), G, D, hh.keys.data(),
                                                         hh.cbias.data());
-      if (near_tie(c, sp, T, qf.data(), hh)) {
+      bool exact_tie = false;
+      if (near_tie(c, sp, T, qf.data(), hh, &exact_tie)) {
         ++tally->skipped;
         continue;
       }
       ++tally->compared;
+      tally->exact_ties += exact_tie;
       for (const PathRun& r : runs) {
         const int cnt = r.counts[static_cast<size_t>(i) * H + h];
         const int* got = r.ids.data() + (static_cast<size_t>(i) * H + h) * stride;
         ++(r.path == nosa_test::SelPath::kCluster ? tally->cluster : tally->global);
+        tally->register_scan += r.scan == 2;
         const std::vector<int> g(got, got + std::max(cnt, 0));
         if (g != ref.blocks) {
           size_t at = 0;
@@ -237,7 +282,8 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
           FAIL_CHECK(c.name() << " path " << (r.path == nosa_test::SelPath::kAuto     ? "auto"
                                              : r.path == nosa_test::SelPath::kGlobal ? "global"
                                                                                       : "cluster")
-                              << " cluster_size " << r.cluster_size << " (auto: " << sel.cluster_size_for(batch)
+                              << " cluster_size " << r.cluster_size << " scan " << r.scan
+                              << " (auto: " << sel.cluster_size_for(batch)
                               << ") entry " << i << " head " << h << " T=" << T << ": count " << cnt << " vs "
                               << ref.blocks.size() << ", first mismatch at " << at << ": gpu "
                               << (at < g.size() ? g[at] : -1) << " host "
@@ -348,12 +394,13 @@ TEST_CASE("DeviceSelector: ragged batch, prompt + decode appends, every compiled
     }
   }
   MESSAGE("compared " << total.compared << " (entry, head) selections; skipped " << total.skipped << " near-ties");
-  std::printf("[selector] ragged: compared %d (GPU runs: global/auto %d, cluster %d), near-tie skipped %d\n",
-              total.compared, total.global, total.cluster, total.skipped);
+  std::printf("[selector] ragged: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
   CHECK(total.compared > 0);
   // sm_90 code on a device with clusters: the cluster path runs for the 2-byte sparse cases
   if (nosa_test::cluster_path_expected()) CHECK(total.cluster > 0);
   else CHECK(total.cluster == 0);
+  if (nosa_test::cluster_path_expected()) CHECK(total.register_scan > 0);  // G <= 16 cases
 }
 
 TEST_CASE("DeviceSelector: incremental appends equal one bulk append (bitwise)") {
@@ -427,8 +474,8 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
     check_select(*sel, model, sp, {&s0, &s1}, {0, 1}, {131072, 70001}, 7, &total);
     check_select(*sel, model, sp, {&s1, &s0}, {1, 0}, {70001, 131072}, 8, &total);
   }
-  std::printf("[selector] 128K: compared %d (GPU runs: global/auto %d, cluster %d), near-tie skipped %d\n",
-              total.compared, total.global, total.cluster, total.skipped);
+  std::printf("[selector] 128K: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
   MESSAGE("128K: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
 }
 
@@ -472,10 +519,58 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
     MESSAGE("auto cluster size for batch " << batch << ": " << sel->cluster_size_for(batch));
     check_select(*sel, model, sp, ptrs, slots, lens, 31, &total);
   }
-  std::printf("[selector] fixed-split batch: compared %d (GPU runs: global/auto %d, cluster %d), near-tie skipped %d\n",
-              total.compared, total.global, total.cluster, total.skipped);
+  std::printf("[selector] fixed-split batch: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
   MESSAGE("fixed-split batch: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
   CHECK(total.compared > 0);
+}
+
+TEST_CASE("DeviceSelector: exact ties resolve by block index as on the host") {
+  // Keys and biases constant within a block, at three levels per head (0, 1, 3: no level is the
+  // mean of two others, so a window straddling two blocks never ties with a whole-block one by
+  // accident): every whole-block window of a level has the same compressed key and score, so both
+  // top-k cuts fall inside runs of exactly equal scores, which the tie rule (lower block id first)
+  // decides. Nothing is skipped here.
+  NOSA_REQUIRE_GPU();
+  Tally total;
+  for (const SelCase& c : nosa_test::compiled_selector_cases()) {
+    if (c.kind == nosa::SelectorKind::kDense) continue;
+    INFO(c.name());
+    const int H = 2;
+    Model model(c, H, 5);
+    nosa::SelectionParams sp;
+    sp.query_aware = 12, sp.budget = 40;
+    SelConfig cfg;
+    cfg.max_sequences = 3, cfg.num_kv_heads = H, cfg.max_batch = 3, cfg.max_tokens = 8192, cfg.params = sp;
+    auto sel = make(c);
+    REQUIRE(sel->create(cfg).ok());
+    const std::vector<int> lens = {8192, 3000, 700};
+    std::vector<Seq> seqs;
+    for (int i = 0; i < 3; ++i) {
+      Seq s;
+      s.T = lens[i];
+      s.k.resize(static_cast<size_t>(s.T) * H * c.head_dim);
+      s.bias.resize(static_cast<size_t>(s.T) * H);
+      const float levels[3] = {0.f, 1.f, 3.f};
+      for (long long t = 0; t < s.T; ++t)
+        for (int h = 0; h < H; ++h) {
+          const unsigned m = static_cast<unsigned>(t / c.block_size);
+          const float key_level = levels[(m * 7u + 3u * h + i) % 3u];
+          const float bias_level = levels[(m * 5u + h + 2u * i) % 3u];
+          for (int d = 0; d < c.head_dim; ++d)
+            s.k[(static_cast<size_t>(t) * H + h) * c.head_dim + d] = to_bits(0.5f * key_level * model.dir[h][d], c.fp16);
+          s.bias[static_cast<size_t>(t) * H + h] = 0.25f * bias_level;
+        }
+      REQUIRE(sel->append_prompt(i, s.T, s.k.data(), s.bias.data()).ok());
+      seqs.push_back(std::move(s));
+    }
+    for (int i = 0; i < 3; ++i) check_state(*sel, model, sp, seqs[i], i, lens[i]);
+    check_select(*sel, model, sp, {&seqs[0], &seqs[1], &seqs[2]}, {0, 1, 2}, lens, 41, &total);
+  }
+  std::printf("[selector] exact ties: compared %d (GPU runs: global/auto %d, cluster %d), cut inside a tie %d, skipped %d\n",
+              total.compared, total.global, total.cluster, total.exact_ties, total.skipped);
+  CHECK(total.skipped == 0);
+  CHECK(total.exact_ties > 0);
 }
 
 TEST_CASE("DeviceSelector: bad arguments are refused before any launch") {
@@ -574,13 +669,32 @@ TEST_CASE("DeviceSelector: bad arguments are refused before any launch") {
   CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
   CHECK(st.message().find("path") != std::string::npos);
   CHECK(counts[0] == -7);
+  sel->set_path(SelPath::kAuto);
+  sel->set_cluster_scan(9);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("cluster_scan") != std::string::npos);
+  CHECK(counts[0] == -7);
+  sel->set_path(SelPath::kGlobal);
+  sel->set_cluster_scan(2);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("cluster_scan") != std::string::npos);
+  CHECK(counts[0] == -7);
+  sel->set_cluster_scan(0);
   // the cluster path on invalid and idle entries: count 0 and the sticky flag, as the global path
+  // (both cluster kernels)
   const std::vector<int> sizes = sel->cluster_sizes();
   CHECK(sizes.empty() == !nosa_test::cluster_path_expected());  // sm_90: clusters exist and 8 compressed keys fit
+  const std::vector<int> reg_sizes = sel->register_scan_sizes();
+  for (int scan : {0, 2})
   for (int csize : {0, sizes.empty() ? 0 : sizes.front(), sizes.empty() ? 0 : sizes.back()}) {
     if (sizes.empty()) break;
-    INFO("cluster path, cluster_size " << csize);
+    if (scan == 2 && std::find(reg_sizes.begin(), reg_sizes.end(), csize == 0 ? sel->cluster_size_for(2) : csize) == reg_sizes.end())
+      continue;
+    INFO("cluster path, cluster_size " << csize << " cluster_scan " << scan);
     sel->set_path(SelPath::kCluster, csize);
+    sel->set_cluster_scan(scan);
     st = sel->select({0, 1}, {301, 0}, 400, q.data(), 64, &ids, &counts);
     CHECK(st.ok());
     CHECK(counts[0] == 0);
@@ -601,6 +715,7 @@ TEST_CASE("DeviceSelector: bad arguments are refused before any launch") {
     CHECK(sel->device_errors().ok());
   }
   sel->set_path(SelPath::kAuto);
+  sel->set_cluster_scan(0);
 
   // fp32 keys: no cluster path; forcing it is refused before any launch, auto takes the global path
   SelCase f32 = c;

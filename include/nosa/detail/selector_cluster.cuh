@@ -29,6 +29,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <type_traits>
 
 NOSA_NAMESPACE_BEGIN
 namespace detail {
@@ -41,6 +42,13 @@ constexpr int kMaxClusterSize = 16;
 /// Row stride (floats) of a cluster CTA's shared logits tile for `keys` keys per CTA: +8 floats
 /// puts rows g and g + 4 of a warp's pair stores in different banks (2 wavefronts per store).
 NOSA_HOST_DEVICE constexpr int cluster_logit_ld(int keys) { return keys + 8; }
+
+/// The cluster kernels (DeviceSelector picks one per cluster size): scan with plain loads or a
+/// cp.async double buffer, logits in a shared tile (score_pool_cluster_kernel, Stages 0 / 2), or
+/// a deep cp.async ring with the logits in registers (score_pool_cluster_registers_kernel).
+constexpr int kClusterPlain = 0;
+constexpr int kClusterStaged = 2;
+constexpr int kClusterRegisters = 3;
 
 /// How a cluster CTA's scan reads keys: 0 = plain loads (no staging memory), 2 = a cp.async double
 /// buffer of 16-key tiles per warp (ClusterScan; +32 KiB of shared memory per CTA at D = 128).
@@ -139,6 +147,280 @@ __global__ void __launch_bounds__(kScoreThreads)
   for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
     pool_block<NeedPe>(p, m, nb - 1, r.nc, cb, window_s, p.pq + ih * p.max_nb, p.pe + ih * p.max_nb);
   cluster.sync();  // keep this CTA's S alive until every CTA has pooled
+#endif
+}
+
+/// Split cluster barrier (barrier.cluster): arrive publishes this CTA's shared-memory writes
+/// (release), wait blocks until every CTA of the cluster has arrived (acquire). Work between them
+/// overlaps the wait; every thread of every CTA must take part.
+NOSA_DEVICE NOSA_FORCEINLINE void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#endif
+}
+NOSA_DEVICE NOSA_FORCEINLINE void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+
+// Ring bytes per warp and the CTAs per SM the register scan is compiled for (launch bounds):
+// 12 KiB and 4 (48 KiB ring + S per CTA, <= 128 registers per thread; measured against 16 KiB and
+// 3 in docs/notes/selector.md). Overridable for A/B runs.
+#ifndef NOSA_REGISTER_SCAN_RING_BYTES
+#define NOSA_REGISTER_SCAN_RING_BYTES 12288
+#endif
+#ifndef NOSA_REGISTER_SCAN_MIN_CTAS
+#define NOSA_REGISTER_SCAN_MIN_CTAS 4
+#endif
+
+/// The register-logit cluster scan (kClusterRegisters): a warp's logits stay in its registers from
+/// the mma to S, so the CTA's shared memory holds only a deep cp.async ring of key tiles (and S).
+/// Warp tiles of 16 keys (two 8-key mma columns), warp w takes tiles w, w + W, ... of the CTA's
+/// range, at most MaxTiles of them (kMaxKeys keys per CTA); the ring has kStages tiles per warp
+/// (NOSA_REGISTER_SCAN_RING_BYTES per warp whatever D is, 2..8 tiles). Needs G <= 16 (one m16
+/// tile of query heads).
+template <class T, int D, int G>
+struct RegisterScan {
+  static constexpr int W = kScoreThreads / 32;
+  static constexpr int P = D / 32;        // 16-byte pieces per lane per key row
+  static constexpr int KT = 2;            // 8-key mma columns per warp tile
+  static constexpr int kTileKeys = 8 * KT;
+  static constexpr int kMaxTiles = 9;     // 72 logit registers per lane: 576 keys per CTA
+  static constexpr int kMaxKeys = W * kTileKeys * kMaxTiles;
+  static constexpr int kPieces = P * KT;  // 16-byte pieces per lane per tile
+  static constexpr int kTileBytes = kPieces * 32 * 16;
+  static constexpr int kRingBytesPerWarp = NOSA_REGISTER_SCAN_RING_BYTES;
+  static constexpr int kStages = (kRingBytesPerWarp / kTileBytes) < 2 ? 2
+                                 : ((kRingBytesPerWarp / kTileBytes) > 8 ? 8 : kRingBytesPerWarp / kTileBytes);
+  static constexpr int kStageWords = W * kStages * kPieces * 32;  // uint4
+  static constexpr std::size_t kStageBytes = sizeof(uint4) * kStageWords;
+  static_assert(G <= 16, "register scan: one m16 tile of query heads");
+  static_assert(D % 32 == 0, "register scan: D must be a multiple of 32");
+};
+
+/// Dynamic shared memory of the register-scan cluster kernel: the ring, then S [keys] (keys: the
+/// most a CTA scans, its own keys plus the halo of register_scan_halo).
+template <class T, int D, int G>
+constexpr std::size_t register_cluster_smem_bytes(int keys) {
+  return RegisterScan<T, D, G>::kStageBytes + (sizeof(float) * static_cast<std::size_t>(keys) + 15) / 16 * 16;
+}
+
+/// Keys beyond its own that a register-scan CTA scans so that every window its blocks overlap is
+/// local: at most (window - 1) / stride before its range (its first block starts at or after its
+/// first key's first token) and ceil(block / stride) + 1 after it.
+NOSA_HOST_DEVICE constexpr int register_scan_halo(int window, int stride, int block_size) {
+  return (window - 1) / stride + (block_size + stride - 1) / stride + 1;
+}
+
+/// The cluster kernel with the register-logit scan: same grid and results contract as
+/// score_pool_cluster_kernel. Each CTA also scans the few neighbouring keys whose windows its
+/// blocks overlap (their logits only feed S, not its softmax statistics), so S never crosses
+/// CTAs: one exchange of statistics is the only cluster-wide dependency. Order of a CTA:
+///   q fragments (cp.async, with the first key tiles) -> scan of [lo, hi) (statistics over its own
+///   [j0, j1)) -> arrive -> Pe of its blocks (compressed scores only) -> wait -> every rank's
+///   statistics read through DSMEM, combined in a fixed order -> arrive -> S and Pq of its blocks
+///   from registers and its own shared memory -> wait (no CTA exits while another may still read
+///   its statistics).
+template <class T, class KS, int D, int G, bool NeedPe>
+__global__ void __launch_bounds__(kScoreThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
+    score_pool_cluster_registers_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  (void)p;
+  __trap();
+#else
+  namespace cg = cooperative_groups;
+  using R = RegisterScan<T, D, G>;
+  using CT = cuda_type_t<T>;
+  constexpr int P = R::P, KT = R::KT, W = R::W, S = R::kStages, NT = R::kMaxTiles;
+  constexpr int kGroups = kScoreThreads / 16;  // rank groups of the statistics combine
+  static_assert(std::is_same_v<T, KS>, "mma scoring needs keys stored in T");
+  __shared__ uint4 s_a[1][P][32][2];     // q fragments (the load_q_fragments layout)
+  __shared__ float2 s_warp[W][16];       // per-warp (max, sum-exp) per query head
+  __shared__ float2 s_comb[W][16];       // per-warp combines of every rank's statistics
+  __shared__ float2 s_stat[G];           // this CTA's statistics: read cluster-wide
+  __shared__ float s_off[16];            // window_offset per query head
+  extern __shared__ float4 cluster_smem4[];
+  uint4* s_ring = reinterpret_cast<uint4*>(cluster_smem4);         // [W][S][kPieces][32]
+  float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
+
+  cg::cluster_group cluster = cg::this_cluster();
+  const int C = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int h = blockIdx.y, i = blockIdx.z;
+  const int H = p.st.num_kv_heads;
+  ScanRange r;
+  if (!scan_range(p, i, rank, C, &r)) return;  // same decision in every CTA of the cluster
+  const size_t ih = static_cast<size_t>(i) * H + h;
+  const size_t sh = static_cast<size_t>(r.slot) * H + h;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t4 = lane & 3, r4 = lane >> 2;
+
+  // the blocks this CTA pools, and the keys [lo, hi) whose windows they overlap
+  const int nb = num_blocks(r.len, p.block_size);
+  const int m0 = cluster_block_begin(rank, C, r.chunk, p.st.stride, p.block_size, nb);
+  const int m1 = cluster_block_begin(rank + 1, C, r.chunk, p.st.stride, p.block_size, nb);
+  int lo = r.j0, hi = max(r.j0, r.j1);
+  if (m0 < m1) {
+    const WindowRange w0 = windows_overlapping_block(m0, p.block_size, p.st.window, p.st.stride, r.nc);
+    const WindowRange w1 = windows_overlapping_block(m1 - 1, p.block_size, p.st.window, p.st.stride, r.nc);
+    if (w0.first <= w0.last) lo = min(lo, w0.first);
+    if (w1.first <= w1.last) hi = max(hi, w1.last + 1);
+  }
+  hi = min(hi, r.nc);
+  lo = min(lo, hi);
+
+  const CT* keys = as_cuda(p.st.keys) + sh * p.st.max_nc * D;
+  uint4* mine = s_ring + warp * S * R::kPieces * 32 + lane;  // this lane's pieces: its own column
+  auto tile_base = [&](int k) { return lo + (warp + W * k) * R::kTileKeys; };
+  auto issue = [&](int k) {  // tile k of this warp into ring slot k % S; an empty group past the end
+    const int base = tile_base(k);
+    if (k < NT && base < hi) {
+#pragma unroll
+      for (int pp = 0; pp < P; ++pp)
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+          const int j = base + kt * 8 + r4;
+          const bool ok = j < hi;
+          cp_async_16(mine + (((k % S) * P + pp) * KT + kt) * 32,
+                      ok ? keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4 : keys, ok ? 16 : 0);
+        }
+    }
+    cp_async_commit();
+  };
+  {  // q fragments first (group 0), then the first key tiles: all in flight together
+    const CT* qh = as_cuda(p.q + ih * G * D);
+    for (int e = threadIdx.x; e < P * 32; e += blockDim.x) {
+      const int l = e % 32, pp = e / 32;
+      const int row = l >> 2, d = 32 * pp + 8 * (l & 3);
+      cp_async_16(&s_a[0][pp][l][0], row < G ? qh + static_cast<size_t>(row) * D + d : qh, row < G ? 16 : 0);
+      cp_async_16(&s_a[0][pp][l][1], row + 8 < G ? qh + static_cast<size_t>(row + 8) * D + d : qh, row + 8 < G ? 16 : 0);
+    }
+    cp_async_commit();
+  }
+#pragma unroll
+  for (int k = 0; k < S - 1; ++k) issue(k);
+  cp_async_wait_shared<S - 1>();  // q landed (this thread's pieces)
+  __syncthreads();                // everyone's
+
+  const float scale2 = p.scale * kLog2e;
+  float lg[NT][KT][4];  // this lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
+  float2 run[2] = {make_float2(-INFINITY, 0.f), make_float2(-INFINITY, 0.f)};
+#pragma unroll
+  for (int k = 0; k < NT; ++k) {
+    issue(k + S - 1);
+    cp_async_wait_shared<S - 1>();  // tile k has landed (this lane's pieces)
+    const int base = tile_base(k);
+    if (base < hi) {  // warp-uniform
+      uint4 kv[P][KT];
+#pragma unroll
+      for (int pp = 0; pp < P; ++pp)
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = mine[(((k % S) * P + pp) * KT + kt) * 32];
+      float acc[KT][1][4] = {};
+      mma_key_tile<CT>(acc, s_a, kv, lane);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float vmax = -INFINITY;
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+          const int j = base + kt * 8 + 2 * t4;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float x = acc[kt][0][2 * half + e] * scale2;
+            lg[k][kt][2 * half + e] = x;
+            if (j + e >= r.j0 && j + e < r.j1) vmax = fmaxf(vmax, x);  // statistics: own keys only
+          }
+        }
+        if (vmax == -INFINITY) continue;
+        float2 cur = run[half];
+        if (vmax > cur.x) {
+          cur.y = cur.x == -INFINITY ? 0.f : cur.y * exp2f(cur.x - vmax);
+          cur.x = vmax;
+        }
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+          const int j = base + kt * 8 + 2 * t4;
+#pragma unroll
+          for (int e = 0; e < 2; ++e)
+            if (j + e >= r.j0 && j + e < r.j1) cur.y += exp2f(lg[k][kt][2 * half + e] - cur.x);
+        }
+        run[half] = cur;
+      }
+    }
+  }
+  cp_async_wait_shared<0>();  // only empty groups remain
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float2 v = run[half];
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+      float2 o;
+      o.x = __shfl_xor_sync(0xffffffffu, v.x, off);
+      o.y = __shfl_xor_sync(0xffffffffu, v.y, off);
+      v = softmax_combine(v, o);
+    }
+    if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
+  }
+  write_split_stats<16>(s_warp, s_stat, G);
+  cluster_arrive();  // s_stat published
+
+  // Pe needs only the compressed scores: pooled while the other CTAs finish their scans
+  float* pq = p.pq + ih * p.max_nb;
+  if constexpr (NeedPe) {
+    const float* cb = p.st.cbias + sh * p.st.max_nc;
+    float* pe = p.pe + ih * p.max_nb;
+    for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x) pe[m] = pool_pe(p, m, nb - 1, r.nc, cb);
+  }
+  cluster_wait();
+
+  // statistics of the whole head: thread (g = t % 16, group t / 16) combines ranks group,
+  // group + kGroups, ... read straight from their shared memory; then the pair of groups in a
+  // warp (lanes l, l ^ 16), then the warps in order. The same fixed order in every CTA.
+  {
+    const int g = threadIdx.x & 15, grp = threadIdx.x >> 4;
+    float2 acc = make_float2(-INFINITY, 0.f);
+    if (g < G)
+      for (int c = grp; c < C; c += kGroups) acc = softmax_combine(acc, cluster.map_shared_rank(s_stat, c)[g]);
+    float2 o;
+    o.x = __shfl_xor_sync(0xffffffffu, acc.x, 16);
+    o.y = __shfl_xor_sync(0xffffffffu, acc.y, 16);
+    acc = (lane < 16) ? softmax_combine(acc, o) : softmax_combine(o, acc);  // same operands order in both lanes
+    cluster_arrive();  // this CTA has read every rank's statistics
+    if (lane < 16) s_comb[warp][g] = acc;
+    __syncthreads();
+    if (threadIdx.x < G) {
+      float2 a = s_comb[0][threadIdx.x];
+      for (int w = 1; w < W; ++w) a = softmax_combine(a, s_comb[w][threadIdx.x]);
+      s_off[threadIdx.x] = window_offset(a);
+    }
+    __syncthreads();
+  }
+
+  // S of the scanned keys from registers: a lane's two rows, then the 8 row pairs of the column
+  // across lanes r4 = 0..7 (a fixed xor tree, so every lane holds the same sum)
+  const bool row0 = r4 < G, row8 = r4 + 8 < G;
+  const float off0 = row0 ? s_off[r4] : 0.f, off8 = row8 ? s_off[r4 + 8] : 0.f;
+#pragma unroll
+  for (int k = 0; k < NT; ++k) {
+    const int base = tile_base(k);
+    if (base >= hi) continue;  // warp-uniform
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float v = __fadd_rn(row0 ? exp2f(lg[k][kt][e] - off0) : 0.f, row8 ? exp2f(lg[k][kt][2 + e] - off8) : 0.f);
+        v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+        v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
+        v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 16));
+        const int j = base + kt * 8 + 2 * t4 + e;
+        if (r4 == 0 && j < hi) s_S[j - lo] = v;
+      }
+  }
+  __syncthreads();
+  for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
+    pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
+  cluster_wait();  // no CTA exits while another may still read its s_stat
 #endif
 }
 

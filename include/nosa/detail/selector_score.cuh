@@ -100,6 +100,49 @@ NOSA_DEVICE NOSA_FORCEINLINE void mma_16816(float (&c)[4], unsigned a0, unsigned
   }
 }
 
+/// cp.async.wait_group that is also a compiler barrier for shared memory: the staged pieces are
+/// read with ordinary loads, which must not be moved above the wait.
+template <int N>
+NOSA_DEVICE NOSA_FORCEINLINE void cp_async_wait_shared() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+/// The mma A fragments of q (G query heads x D, row-major) in the order the scans read them:
+/// a[mt][pp][lane] = rows mt*16 + lane/4 and + 8, d = 32 pp + 8 (lane % 4) .. + 8 (rows >= G are
+/// zero). Every thread of the CTA takes part; the caller synchronizes before reading.
+template <int D, int G, class CT, int MT, int P>
+NOSA_DEVICE NOSA_FORCEINLINE void load_q_fragments(const CT* qh, uint4 (&a)[MT][P][32][2]) {
+  for (int e = threadIdx.x; e < MT * P * 32; e += blockDim.x) {
+    const int l = e % 32, pp = (e / 32) % P, mt = e / (32 * P);
+    const int r = mt * 16 + (l >> 2), d = 32 * pp + 8 * (l & 3);
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    a[mt][pp][l][0] = r < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r) * D + d) : zero;
+    a[mt][pp][l][1] = r + 8 < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r + 8) * D + d) : zero;
+  }
+}
+
+/// acc[kt][mt] += q (A fragments a) x keys kt*8 .. + 8 of a warp tile, whose 16-byte pieces this
+/// lane holds in kv[pp][kt] (key lane/4, d = 32 pp + 8 (lane % 4) .. + 8): each piece feeds two
+/// k16 steps, and q was laid out with the same d permutation, so the dot products are unchanged.
+template <class CT, int KT, int MT, int P>
+NOSA_DEVICE NOSA_FORCEINLINE void mma_key_tile(float (&acc)[KT][MT][4], const uint4 (&a)[MT][P][32][2],
+                                               const uint4 (&kv)[P][KT], int lane) {
+#pragma unroll
+  for (int pp = 0; pp < P; ++pp) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const uint4 ar = a[mt][pp][lane][0], ar8 = a[mt][pp][lane][1];
+#pragma unroll
+      for (int kt = 0; kt < KT; ++kt) {
+        mma_16816<CT>(acc[kt][mt], ar.x, ar8.x, ar.y, ar8.y, kv[pp][kt].x, kv[pp][kt].y);
+        mma_16816<CT>(acc[kt][mt], ar.z, ar8.z, ar.w, ar8.w, kv[pp][kt].z, kv[pp][kt].w);
+      }
+    }
+  }
+}
+
 constexpr int kScoreThreads = 128;
 
 /// Combines a CTA's per-g statistics: per-thread values are first combined within the warp by
@@ -222,15 +265,7 @@ struct MmaScan {
       if (j0 + warp * 8 * KT < j1) issue(j0 + warp * 8 * KT, 0);  // the first tile flies while q is staged
     }
 
-    // A fragments: q rows r and r + 8 of each m tile, d = 32p + 8 t4 .. + 8.
-    const CT* qh = as_cuda(q);
-    for (int e = threadIdx.x; e < MT * P * 32; e += blockDim.x) {
-      const int l = e % 32, pp = (e / 32) % P, mt = e / (32 * P);
-      const int r = mt * 16 + (l >> 2), d = 32 * pp + 8 * (l & 3);
-      const uint4 zero = make_uint4(0, 0, 0, 0);
-      sm.a[mt][pp][l][0] = r < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r) * D + d) : zero;
-      sm.a[mt][pp][l][1] = r + 8 < G ? *reinterpret_cast<const uint4*>(qh + static_cast<size_t>(r + 8) * D + d) : zero;
-    }
+    load_q_fragments<D, G>(as_cuda(q), sm.a);
     __syncthreads();
 
     const float scale2 = scale * kLog2e;
@@ -263,18 +298,7 @@ struct MmaScan {
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[kt][mt][e] = 0.f;
-#pragma unroll
-      for (int pp = 0; pp < P; ++pp) {
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const uint4 ar = sm.a[mt][pp][lane][0], ar8 = sm.a[mt][pp][lane][1];
-#pragma unroll
-          for (int kt = 0; kt < KT; ++kt) {
-            mma_16816<CT>(acc[kt][mt], ar.x, ar8.x, ar.y, ar8.y, kv[pp][kt].x, kv[pp][kt].y);
-            mma_16816<CT>(acc[kt][mt], ar.z, ar8.z, ar.w, ar8.w, kv[pp][kt].z, kv[pp][kt].w);
-          }
-        }
-      }
+      mma_key_tile<CT>(acc, sm.a, kv, lane);
       // acc[kt][mt]: e0,e1 -> row r4, keys 2 t4, 2 t4 + 1; e2,e3 -> row r4 + 8.
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
@@ -314,9 +338,9 @@ struct MmaScan {
       if constexpr (Stages == 2) {
         if (base + step < j1) issue(base + step, buf ^ 1);
         else cp_async_commit();  // an empty group keeps wait_group<1> meaning "this tile landed"
-        cp_async_wait<1>();
+        cp_async_wait_shared<1>();
       } else if constexpr (Stages == 1) {
-        cp_async_wait<0>();
+        cp_async_wait_shared<0>();
       }
       // Staged tiles: full ones (all keys below j1) compile without bounds checks. Plain loads keep
       // one checked body: with a second, unchecked one ptxas cut registers to 88 by spreading the

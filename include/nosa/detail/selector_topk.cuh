@@ -5,7 +5,8 @@
 //              windows of its block range, max-pools S and bc to blocks (Pq, Pe), forces
 //              sink/local/current. window_score and pool_block are shared with the cluster path.
 // select_kernel grid (Hkv, batch): top-k by radix select on order-preserving 32-bit keys
-//              (4 passes of 8 bits over a shared histogram) to find the k-th score, then one
+//              (up to 4 passes of 8 bits over a shared histogram, stopping once a bin holds
+//              exactly the keys still needed) to find where the k-th score lies, then one
 //              index-ordered pass with cub::BlockScan that takes every score above it and the
 //              lowest-index ties, which is exactly "score desc, index asc". Writing the chosen
 //              blocks at their scan position gives the ascending output for free.
@@ -24,6 +25,7 @@ namespace detail {
 
 constexpr int kPoolThreads = 256;
 constexpr int kSelectThreads = 512;
+constexpr int kTopItems = 4;  ///< take_top's elements per thread per scan (2048 blocks: one scan)
 
 /// S[j] of DESIGN.md section 2, sum over g of exp(l_gj - M_g) / den_g, from window j's G base-2
 /// logits (logit2(g) = l_gj * log2 e, selector_score.cuh) and off[g] = M2_g + log2(den_g) of the
@@ -42,23 +44,29 @@ NOSA_DEVICE NOSA_FORCEINLINE float window_score(Logit2 logit2, const float* off)
 /// whenever a key exists.
 NOSA_DEVICE NOSA_FORCEINLINE float window_offset(float2 stats) { return stats.x + log2f(stats.y); }
 
-/// Pq[m] (and Pe[m]) of block m: +inf for forced blocks, else the max of S (window_s(j)) and of
-/// the compressed scores cb[j] over the windows overlapping m (-inf when none does).
+/// Pq[m] of block m: +inf for a forced block, else the max of S (window_s(j)) over the windows
+/// overlapping m (-inf when none does).
+template <class P, class WindowS>
+NOSA_DEVICE NOSA_FORCEINLINE float pool_pq(const P& p, int m, int cur, int nc, WindowS window_s) {
+  if (is_forced_block(m, cur, p.sink, p.local)) return INFINITY;
+  const WindowRange r = windows_overlapping_block(m, p.block_size, p.st.window, p.st.stride, nc);
+  float v = -INFINITY;
+  for (int j = r.first; j <= r.last; ++j) v = fmaxf(v, window_s(j));
+  return v;
+}
+
+/// Pe[m] of block m: the same pooling of the compressed agnostic scores cb.
+template <class P>
+NOSA_DEVICE NOSA_FORCEINLINE float pool_pe(const P& p, int m, int cur, int nc, const float* cb) {
+  return pool_pq(p, m, cur, nc, [&](int j) { return cb[j]; });
+}
+
+/// Pq[m] (and Pe[m] when NeedPe) of block m, written to pq[m] / pe[m].
 template <bool NeedPe, class P, class WindowS>
 NOSA_DEVICE NOSA_FORCEINLINE void pool_block(const P& p, int m, int cur, int nc, const float* cb, WindowS window_s,
                                              float* pq, float* pe) {
-  float vq = -INFINITY, ve = -INFINITY;
-  if (is_forced_block(m, cur, p.sink, p.local)) {
-    vq = ve = INFINITY;
-  } else {
-    const WindowRange r = windows_overlapping_block(m, p.block_size, p.st.window, p.st.stride, nc);
-    for (int j = r.first; j <= r.last; ++j) {
-      vq = fmaxf(vq, window_s(j));
-      if (NeedPe) ve = fmaxf(ve, cb[j]);
-    }
-  }
-  pq[m] = vq;
-  if (NeedPe) pe[m] = ve;
+  pq[m] = pool_pq(p, m, cur, nc, window_s);
+  if (NeedPe) pe[m] = pool_pe(p, m, cur, nc, cb);
 }
 
 template <class T, class KS, int G, bool NeedPe>
@@ -119,26 +127,40 @@ NOSA_DEVICE NOSA_FORCEINLINE unsigned order_key(float x) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-struct SelectShared {
-  unsigned hist[256];
+/// Where the k-th largest key of a radix select lies: the keys whose top bits (mask) are above
+/// prefix are all in the top k, and so are the first `need` keys (index order) whose top bits
+/// equal it. mask is all ones unless every key of the prefix's bin is needed, where the select
+/// stops early (then need = that bin's count and any mask gives the same set).
+struct TopThreshold {
   unsigned prefix;
-  int k_rem;
+  unsigned mask;
+  int need;
 };
 
-/// The k-th largest order key among x[0..n) (1 <= k <= n) and how many elements equal to it
-/// belong to the top k (`need`, >= 1). Block-wide (blockDim.x a multiple of 32); every thread
-/// gets the result. -DNOSA_SELECT_PLAIN_HISTOGRAM restores one shared atomic per element (A/B).
-NOSA_DEVICE inline void radix_select(const float* x, int n, int k, SelectShared& sh, unsigned* thr, int* need) {
-  unsigned prefix = 0, mask = 0;
-  int k_rem = k;
+struct SelectShared {
+  unsigned hist[2][256];  // double-buffered: a pass counts into one while the other is cleared
+  unsigned prefix;
+  int k_rem;
+  int done;
+};
+
+/// The top-k threshold of x[0..n) (1 <= k <= n) by radix select on order keys, 8 bits per pass,
+/// most significant first; stops after the pass whose bin holds exactly the keys still needed
+/// (always when k == n: no pass). Block-wide (blockDim.x a multiple of 32); every thread gets the
+/// result. Two barriers per pass: the pass counts into hist[buf] while warp 0 clears the other
+/// buffer for the next one. buf (the same in every thread) names the buffer that is zero: on
+/// entry, and updated for the next call. -DNOSA_SELECT_PLAIN_HISTOGRAM: one shared atomic per
+/// element (A/B).
+NOSA_DEVICE inline TopThreshold radix_select(const float* x, int n, int k, SelectShared& sh, int& buf) {
+  TopThreshold r{0u, 0u, k};
+  if (k >= n) return r;  // everything: all keys "equal" the empty prefix, all needed
   for (int pass = 0; pass < 4; ++pass) {
     const int shift = 24 - 8 * pass;
-    for (int b = threadIdx.x; b < 256; b += blockDim.x) sh.hist[b] = 0;
-    __syncthreads();
+    unsigned* hist = sh.hist[buf];
 #if defined(NOSA_SELECT_PLAIN_HISTOGRAM)
     for (int m = threadIdx.x; m < n; m += blockDim.x) {
       const unsigned key = order_key(x[m]);
-      if ((key & mask) == prefix) atomicAdd(&sh.hist[(key >> shift) & 255u], 1u);
+      if ((key & r.mask) == r.prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
     }
 #else
     // Warp-aggregated: scores of a head share a few exponent bytes (and forced blocks are all
@@ -150,23 +172,26 @@ NOSA_DEVICE inline void radix_select(const float* x, int n, int k, SelectShared&
       unsigned bin = 256u;  // not counted
       if (m < n) {
         const unsigned key = order_key(x[m]);
-        if ((key & mask) == prefix) bin = (key >> shift) & 255u;
+        if ((key & r.mask) == r.prefix) bin = (key >> shift) & 255u;
       }
       const unsigned peers = __match_any_sync(0xffffffffu, bin);
       if (bin < 256u && (threadIdx.x & 31u) == static_cast<unsigned>(__ffs(peers) - 1))
-        atomicAdd(&sh.hist[bin], static_cast<unsigned>(__popc(peers)));
+        atomicAdd(&hist[bin], static_cast<unsigned>(__popc(peers)));
     }
 #endif
-    __syncthreads();
+    __syncthreads();  // (1) histogram complete; everyone has read the previous pass's result
     if (threadIdx.x < 32) {
       // lane l owns bins 255-8l down to 248-8l (descending), so lane order is descending keys
       const int lane = threadIdx.x;
       unsigned cnt[8], total = 0;
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        cnt[e] = sh.hist[255 - 8 * lane - e];
+        cnt[e] = hist[255 - 8 * lane - e];
         total += cnt[e];
       }
+      unsigned* next = sh.hist[buf ^ 1];  // the next pass (or call) counts there: zero it now
+#pragma unroll
+      for (int e = 0; e < 8; ++e) next[8 * lane + e] = 0u;
       unsigned incl = total;
 #pragma unroll
       for (int off = 1; off < 32; off <<= 1) {
@@ -174,56 +199,72 @@ NOSA_DEVICE inline void radix_select(const float* x, int n, int k, SelectShared&
         if (lane >= off) incl += o;
       }
       const unsigned excl = incl - total;
-      if (excl < static_cast<unsigned>(k_rem) && static_cast<unsigned>(k_rem) <= incl) {
+      const unsigned want = static_cast<unsigned>(r.need);
+      if (excl < want && want <= incl) {
         unsigned before = excl;
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          if (before + cnt[e] >= static_cast<unsigned>(k_rem)) {
-            sh.prefix = prefix | (static_cast<unsigned>(255 - 8 * lane - e) << shift);
-            sh.k_rem = k_rem - static_cast<int>(before);
+          if (before + cnt[e] >= want) {
+            sh.prefix = r.prefix | (static_cast<unsigned>(255 - 8 * lane - e) << shift);
+            sh.k_rem = static_cast<int>(want - before);
+            sh.done = before + cnt[e] == want;  // the whole bin is needed
             break;
           }
           before += cnt[e];
         }
       }
     }
-    __syncthreads();
-    prefix = sh.prefix;
-    k_rem = sh.k_rem;
-    mask |= 255u << shift;
-    __syncthreads();
+    __syncthreads();  // (2) result and the cleared next histogram visible
+    r.prefix = sh.prefix;
+    r.need = sh.k_rem;
+    r.mask |= 255u << shift;
+    buf ^= 1;
+    if (sh.done) break;  // block-uniform
   }
-  *thr = prefix;
-  *need = k_rem;
+  return r;
 }
 
-/// One index-ordered pass over x[0..n): element m is in the top k iff its key is above thr, or
-/// equal to it and among the first `need` such elements. Calls on_selected(m, rank_in_index_order).
-template <class Scan, class F>
-NOSA_DEVICE inline void take_top(const float* x, int n, unsigned thr, int need, typename Scan::TempStorage& tmp,
+/// One index-ordered pass over x[0..n): element m is in the top k iff its masked key is above the
+/// threshold's prefix, or equal to it and among the first `need` such elements. Calls
+/// on_selected(m, rank_in_index_order). Blocked arrangement, IPT consecutive elements per thread
+/// and one cub::BlockScan per IPT * blockDim.x elements, scanning (above, equal) counts packed in
+/// one 32-bit word (16 bits each: a chunk has at most 65535 elements). The rank of a selected
+/// element is (above before it) + min(equal before it, need).
+template <int IPT, class Scan, class F>
+NOSA_DEVICE inline void take_top(const float* x, int n, TopThreshold th, typename Scan::TempStorage& tmp,
                                  F on_selected) {
-  int eq_carry = 0, sel_carry = 0;
-  for (int base = 0; base < n; base += blockDim.x) {
-    const int m = base + threadIdx.x;
-    const unsigned key = m < n ? order_key(x[m]) : 0u;
-    const int gt = (m < n && key > thr) ? 1 : 0;
-    const int eq = (m < n && key == thr) ? 1 : 0;
-    int eq_rank, eq_total;
-    Scan(tmp).ExclusiveSum(eq, eq_rank, eq_total);
-    __syncthreads();
-    const int sel = (gt || (eq && eq_carry + eq_rank < need)) ? 1 : 0;
-    int pos, sel_total;
-    Scan(tmp).ExclusiveSum(sel, pos, sel_total);
-    __syncthreads();
-    if (sel) on_selected(m, sel_carry + pos);
-    eq_carry += eq_total;
-    sel_carry += sel_total;
+  static_assert(IPT * kSelectThreads <= 65535, "take_top: packed 16-bit counts");
+  int above_carry = 0, equal_carry = 0;
+  for (int base = 0; base < n; base += IPT * static_cast<int>(blockDim.x)) {
+    const int m0 = base + IPT * static_cast<int>(threadIdx.x);
+    unsigned code[IPT];  // 0: not selected on key, 1: above, 2: equal
+    unsigned mine = 0;
+#pragma unroll
+    for (int e = 0; e < IPT; ++e) {
+      const int m = m0 + e;
+      const unsigned key = m < n ? order_key(x[m]) & th.mask : 0u;
+      code[e] = m >= n ? 0u : key > th.prefix ? 1u : key == th.prefix ? 2u : 0u;
+      mine += code[e] == 1u ? 1u : code[e] == 2u ? 0x10000u : 0u;
+    }
+    unsigned before, chunk_total;
+    Scan(tmp).ExclusiveSum(mine, before, chunk_total);
+    __syncthreads();  // tmp is reused by the next chunk
+    int above = above_carry + static_cast<int>(before & 0xffffu);
+    int equal = equal_carry + static_cast<int>(before >> 16);
+#pragma unroll
+    for (int e = 0; e < IPT; ++e) {
+      if (code[e] == 1u || (code[e] == 2u && equal < th.need)) on_selected(m0 + e, above + min(equal, th.need));
+      above += code[e] == 1u;
+      equal += code[e] == 2u;
+    }
+    above_carry += static_cast<int>(chunk_total & 0xffffu);
+    equal_carry += static_cast<int>(chunk_total >> 16);
   }
 }
 
 template <class T, class KS, SelectorKind Kind>
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(const __grid_constant__ SelectParams<T, KS> p) {
-  using Scan = cub::BlockScan<int, kSelectThreads>;
+  using Scan = cub::BlockScan<unsigned, kSelectThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ SelectShared sh;
   const int h = blockIdx.x, i = blockIdx.y;
@@ -247,8 +288,10 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const __grid_con
   } else {
     float* pq = p.pq + ih * p.max_nb;
     float* pe = p.pe + ih * p.max_nb;
+    int buf = 0;  // radix_select's zero histogram
+    for (int b = threadIdx.x; b < 256; b += blockDim.x) sh.hist[0][b] = 0u;
     if (p.select_smem) {
-      // 8 radix passes + 2 scans read the scores: keep them on chip when they fit
+      // up to 8 radix passes + 2 scans read the scores: keep them on chip when they fit
       extern __shared__ float select_smem[];
       float* sq = select_smem;
       float* se = select_smem + p.max_nb;
@@ -256,24 +299,22 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const __grid_con
         sq[m] = pq[m];
         if constexpr (Kind == SelectorKind::kNosa) se[m] = pe[m];
       }
-      __syncthreads();
       pq = sq;
       pe = se;
     }
-    unsigned thr;
-    int need;
+    __syncthreads();
     if constexpr (Kind == SelectorKind::kNosa) {
       const int kq = min(p.query_aware, nb);
       if (kq > 0) {
-        radix_select(pq, nb, kq, sh, &thr, &need);
-        take_top<Scan>(pq, nb, thr, need, scan_tmp, [&](int m, int) { pe[m] = INFINITY; });
+        const TopThreshold th = radix_select(pq, nb, kq, sh, buf);
+        take_top<kTopItems, Scan>(pq, nb, th, scan_tmp, [&](int m, int) { pe[m] = INFINITY; });
         __syncthreads();  // the +inf marks are read by other threads below
       }
     }
     const float* rank_by = Kind == SelectorKind::kNosa ? pe : pq;
     const int kb = min(p.budget, nb);
-    radix_select(rank_by, nb, kb, sh, &thr, &need);
-    take_top<Scan>(rank_by, nb, thr, need, scan_tmp, [&](int m, int pos) { out[pos] = m; });
+    const TopThreshold th = radix_select(rank_by, nb, kb, sh, buf);
+    take_top<kTopItems, Scan>(rank_by, nb, th, scan_tmp, [&](int m, int pos) { out[pos] = m; });
     if (threadIdx.x == 0) p.counts[ih] = kb;
   }
 }
