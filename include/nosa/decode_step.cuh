@@ -18,13 +18,17 @@
 //   2. select   block ids per (sequence, KV head)                              (DeviceSelector)
 //   3. resident diff against the slot cache, move only the missing blocks    (Residency)
 //   4. attend   split-KV block-sparse attention over the slots, bias per policy (decode_attention)
-// Overlap: the batch is cut into DecodeConfig::overlap_chunks micro-batches after step 2. Chunk
-// c's blocks are made resident on `stream`, then its attention runs on the second stream while
-// chunk c+1's diff and transfer run on `stream` (the side stream runs the attentions in order, so
-// they share one workspace); the last chunk attends on `stream`, and the streams join with an
-// event before layer_step returns. Each sequence's computation does not depend on the split
-// (fixed split-KV factor, per-entry kernels), so the result is bit-identical for any chunk count
-// and with overlap off.
+// Overlap: the batch is cut into DecodeConfig::overlap_chunks micro-batches after step 1. Chunk
+// 0 is selected on `stream`, each later chunk on the second stream, so chunk c+1's selection runs
+// while chunk c's blocks move; chunk c's blocks are made resident on `stream`, then its attention
+// runs on the second stream while chunk c+1's diff and transfer run on `stream` (the side stream
+// runs selections and attentions in order: select 1, attend 0, select 2, attend 1, ...; the
+// attentions share one workspace, the selections the selector's scratch). The last chunk attends
+// on `stream`, and the streams join with an event before layer_step returns. Each sequence's
+// computation does not depend on the split (the selection's launch shape is pinned for the whole
+// batch: DeviceSelector::pin_shape; fixed split-KV factor; per-entry kernels), so the result is
+// bit-identical for any chunk count and with overlap off. Where the selector cannot promise that
+// per entry (its global path), the whole batch is selected first and only transfers overlap.
 //
 // Tensors (device memory, caller-owned, 16-byte aligned; Hq = Hkv * G):
 //   q    [batch][Hq][D] T       post-RoPE queries of the current token
@@ -303,7 +307,7 @@ class Decoder {
                               std::to_string(cfg_.max_batch) + "]");
     if (ids == nullptr) return invalid_argument("begin_step: ids is null");
     // The previous step's upload must have read the staging buffer before it is rewritten.
-    if (uploaded_) NOSA_CUDA_TRY(cudaEventSynchronize(events_[2]));
+    if (uploaded_) NOSA_CUDA_TRY(cudaEventSynchronize(events_[kUploadEvent]));
     for (int b = 0; b < batch; ++b) {
       auto it = slot_of_.find(ids[b]);
       if (it == slot_of_.end())
@@ -322,7 +326,7 @@ class Decoder {
     NOSA_CUDA_TRY(cudaMemcpyAsync(d_slots_, staging_, sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
     NOSA_CUDA_TRY(cudaMemcpyAsync(d_lens_, staging_ + cfg_.max_batch, sizeof(int) * batch, cudaMemcpyHostToDevice, stream));
     // The staging buffer is rewritten by the next begin_step: make sure this copy has read it.
-    NOSA_CUDA_TRY(cudaEventRecord(events_[2], stream));
+    NOSA_CUDA_TRY(cudaEventRecord(events_[kUploadEvent], stream));
     uploaded_ = true;
     staged_ = true;
     layer_done_.assign(cfg_.num_layers, 0);
@@ -358,18 +362,43 @@ class Decoder {
     sa.block_ids = block_ids_;
     sa.block_stride = max_blocks_;
     sa.counts = counts_;
-    NOSA_RETURN_IF_ERROR(sel.select(sa, stream));
 
-    // Micro-batches: chunk c's diff + transfer (on `stream`) runs beside chunk c-1's attention
-    // (on the side stream); the last chunk attends on `stream`. Ideally the step then costs
-    // transfer + attention / chunks instead of transfer + attention.
+    // Micro-batches: chunk c's diff + transfer (on `stream`) runs beside chunk c+1's selection and
+    // chunk c-1's attention (both on the side stream); the last chunk attends on `stream`.
     const int chunks = cfg_.overlap ? std::min(batch_, cfg_.overlap_chunks) : 1;
     const int per = (batch_ + chunks - 1) / chunks;
-    for (int first = 0; first < batch_; first += per) {
-      const int n = std::min(per, batch_ - first);
-      NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/first + n < batch_));
+    bool per_entry = false;
+    if (per < batch_) NOSA_RETURN_IF_ERROR(sel.pin_shape(&sa, &per_entry));
+    if (!per_entry) {  // one selection of the whole batch first (no overlap, or the global path)
+      NOSA_RETURN_IF_ERROR(sel.select(sa, stream));
+      for (int first = 0; first < batch_; first += per) {
+        const int n = std::min(per, batch_ - first);
+        NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/first + n < batch_));
+      }
+    } else {
+      // Selection per chunk with the whole batch's pinned shape (bit-identical to one call). Side
+      // stream order: select 1, attend 0, select 2, attend 1, ...; `stream` waits for chunk c's
+      // selection (events alternate by parity: the one waited on is always chunk c's record).
+      NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, 0, per), stream));
+      NOSA_CUDA_TRY(cudaEventRecord(events_[kForkEvent], stream));
+      NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
+      auto select_on_side = [&](int c) -> Status {
+        const int first = c * per;
+        if (first >= batch_) return {};
+        NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, first, std::min(per, batch_ - first)), side_));
+        NOSA_CUDA_TRY(cudaEventRecord(events_[kSelectEvent + c % 2], side_));
+        return {};
+      };
+      NOSA_RETURN_IF_ERROR(select_on_side(1));
+      for (int c = 0, first = 0; first < batch_; ++c, first += per) {
+        const int n = std::min(per, batch_ - first);
+        if (c > 0) NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[kSelectEvent + c % 2], 0));
+        const bool last = first + n >= batch_;
+        NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/!last));
+        if (!last) NOSA_RETURN_IF_ERROR(select_on_side(c + 2));
+      }
     }
-    if (per < batch_) NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[1], 0));  // join the side stream
+    if (per < batch_) NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[kJoinEvent], 0));  // join the side stream
     return {};
   }
 
@@ -421,6 +450,19 @@ class Decoder {
     s.params = c.params;
     return s;
   }
+  /// `whole` (the step's selection) restricted to entries [first, first + n): pointers offset to
+  /// the chunk's rows, batch n, the pinned shape kept.
+  SelectArgs<T> chunk_args(const SelectArgs<T>& whole, int first, int n) const {
+    const std::size_t rows = static_cast<std::size_t>(first) * cfg_.num_kv_heads;
+    SelectArgs<T> a = whole;
+    a.batch = n;
+    a.seq_slots += first;
+    a.seq_lens += first;
+    a.q += rows * G * D;
+    a.block_ids += rows * max_blocks_;
+    a.counts += rows;
+    return a;
+  }
   /// Attention arguments for batch entries [first, first + n) (pointers offset into the step arrays).
   DecodeAttentionArgs<T> attention_args(int layer, int first, int n, const T* q, T* o, float* lse) const {
     const SlotCacheView<T> s = residency_->slots(layer);
@@ -446,7 +488,7 @@ class Decoder {
   }
 
   /// Makes entries [first, first + n) resident on `stream`, then attends them on `stream` or,
-  /// when attend_on_side, on the side stream (forked after the transfer, joined by events_[1]).
+  /// when attend_on_side, on the side stream (forked after the transfer, joined by events_[kJoinEvent]).
   Status resident_and_attend(int layer, int first, int n, const T* q, T* o, float* lse, cudaStream_t stream,
                              bool attend_on_side) {
     const std::size_t rows = static_cast<std::size_t>(first) * cfg_.num_kv_heads;
@@ -454,10 +496,10 @@ class Decoder {
                                                    counts_ + rows, max_blocks_, slot_ids_ + rows * max_blocks_, stream));
     const DecodeAttentionArgs<T> a = attention_args(layer, first, n, q, o, lse);
     if (!attend_on_side) return decode_attention<SlotGeo, T>(a, attn_ws_[first == 0 ? 0 : 1], attn_bytes_, stream);
-    NOSA_CUDA_TRY(cudaEventRecord(events_[0], stream));
-    NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[0], 0));
+    NOSA_CUDA_TRY(cudaEventRecord(events_[kForkEvent], stream));
+    NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
     NOSA_RETURN_IF_ERROR(decode_attention<SlotGeo, T>(a, attn_ws_[0], attn_bytes_, side_));
-    NOSA_CUDA_TRY(cudaEventRecord(events_[1], side_));
+    NOSA_CUDA_TRY(cudaEventRecord(events_[kJoinEvent], side_));
     return {};
   }
 
@@ -527,7 +569,9 @@ class Decoder {
   int* slot_ids_ = nullptr;
   int* staging_ = nullptr;  // pinned: [max_batch] slots, then [max_batch] lengths
   cudaStream_t side_ = nullptr;
-  cudaEvent_t events_[3] = {nullptr, nullptr, nullptr};
+  // events_: fork to / join from the side stream, the staging upload, chunk selections (2, by parity)
+  enum { kForkEvent = 0, kJoinEvent = 1, kUploadEvent = 2, kSelectEvent = 3, kNumEvents = 5 };
+  cudaEvent_t events_[kNumEvents] = {};
   // host bookkeeping
   std::unordered_map<SequenceId, int> slot_of_;
   std::vector<int> free_slots_;

@@ -282,6 +282,32 @@ class DeviceSelector {
     return {};
   }
 
+  /// Fixes a->path, cluster_size and cluster_scan to the shape select(*a) would run, for callers
+  /// that select a batch in parts (micro-batches): a call with the pinned shape on entries
+  /// [first, first + n) (seq_slots, seq_lens, counts offset by first, q and block_ids by first
+  /// rows, batch = n) computes each entry bit for bit as the whole-batch call does, because the
+  /// per-entry kernels then no longer depend on the batch size. *per_entry is false where that
+  /// cannot hold (a sparse policy on the global path: its split-K parts follow the batch): select
+  /// the whole batch in one call there. Nothing is launched; errors are select()'s.
+  Status pin_shape(SelectArgs<T>* a, bool* per_entry) const {
+    if (a == nullptr || per_entry == nullptr) return invalid_argument("pin_shape: a and per_entry must not be null");
+    NOSA_RETURN_IF_ERROR(check_created());
+    NOSA_RETURN_IF_ERROR(check_select(*a));
+    int cluster = 0;
+    const ClusterPlan* plan = nullptr;
+    NOSA_RETURN_IF_ERROR(cluster_for(*a, &cluster, &plan));
+    if (cluster > 0) {
+      a->path = SelectPath::kCluster;
+      a->cluster_size = cluster;
+      a->cluster_scan = plan == &register_clusters_[cluster] ? ClusterScan::kRegisterLogits : ClusterScan::kSharedLogits;
+    } else {
+      a->path = SelectPath::kGlobal;
+      a->cluster_scan = ClusterScan::kAuto;
+    }
+    *per_entry = cluster > 0 || kKind == SelectorKind::kDense;
+    return {};
+  }
+
   /// Launches only stage 1 (compressed-key scan, softmax, pooling to Pq/Pe; no top-k) on the
   /// path select() would take for `a`. For benchmarks: the part whose bytes scale with the keys.
   Status stage1_only(const SelectArgs<T>& a, cudaStream_t stream) {

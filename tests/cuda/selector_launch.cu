@@ -155,6 +155,36 @@ class Impl final : public SelectorHandle {
     return s;
   }
   nosa::Status device_errors() override { return sel_.device_errors(stream_); }
+  nosa::Status select_in_parts(const std::vector<int>& slots, const std::vector<int>& lens, int max_seq_len,
+                               const std::uint16_t* q, int stride, int parts, std::vector<int>* ids,
+                               std::vector<int>* counts, bool* per_entry) override {
+    int *dids, *dcnt;
+    nosa::SelectArgs<T> whole = make_args(slots, lens, max_seq_len, q, stride, 0, false, &dids, &dcnt);
+    const nosa::Status pinned = sel_.pin_shape(&whole, per_entry);
+    if (!pinned.ok() || !*per_entry) {
+      release();
+      return pinned;
+    }
+    const int batch = whole.batch, per = (batch + parts - 1) / parts;
+    for (int first = 0; first < batch; first += per) {
+      const std::size_t rows = static_cast<std::size_t>(first) * hkv_;
+      nosa::SelectArgs<T> a = whole;
+      a.batch = std::min(per, batch - first);
+      a.seq_slots += first;
+      a.seq_lens += first;
+      a.q += rows * Geo::group_size * Geo::head_dim;
+      a.block_ids += rows * stride;
+      a.counts += rows;
+      const nosa::Status s = sel_.select(a, stream_);
+      if (!s.ok()) {
+        release();
+        return s;
+      }
+    }
+    download(dids, dcnt, slots.size(), stride, ids, counts);
+    release();
+    return {};
+  }
   void set_path(SelPath path, int cluster_size, int path_value) override {
     path_ = path;
     cluster_size_ = cluster_size;
@@ -167,6 +197,7 @@ class Impl final : public SelectorHandle {
       if (sel_.register_scan_usable(c)) v.push_back(c);
     return v;
   }
+  int auto_cluster_scan(int batch, int c) const override { return static_cast<int>(sel_.cluster_scan_for(batch, c)); }
   int cluster_size_for(int batch) const override { return sel_.cluster_size_for(batch); }
   std::vector<int> cluster_sizes() const override {
     std::vector<int> v;

@@ -54,6 +54,12 @@ class SelectorHandle {
                                     const std::uint16_t* q, int stride, int replays, std::vector<int>* ids,
                                     std::vector<int>* counts) = 0;
   virtual nosa::Status device_errors() = 0;
+  /// The same selection in `parts` calls of consecutive entries, with the shape pinned for the
+  /// whole batch first (DeviceSelector::pin_shape); *per_entry is pin_shape's answer (false: the
+  /// parts were not run and ids/counts are left empty).
+  virtual nosa::Status select_in_parts(const std::vector<int>& slots, const std::vector<int>& lens, int max_seq_len,
+                                       const std::uint16_t* q, int stride, int parts, std::vector<int>* ids,
+                                       std::vector<int>* counts, bool* per_entry) = 0;
   /// Stage-1 path (and cluster size, 0 = chosen from the batch) of the following select() and
   /// select_graph() calls: SelectArgs::path / cluster_size. `path_value` overrides the enum with
   /// a raw value (-1: none) to test the check of out-of-range paths.
@@ -63,6 +69,8 @@ class SelectorHandle {
   virtual void set_cluster_scan(int scan) = 0;
   /// Cluster sizes at which cluster_scan = register logits can run, ascending.
   virtual std::vector<int> register_scan_sizes() const = 0;
+  /// The cluster kernel cluster_scan = auto runs for `batch` at cluster size c (raw ClusterScan value).
+  virtual int auto_cluster_scan(int batch, int c) const = 0;
   /// Cluster size select() takes for `batch` on auto (0: global path).
   virtual int cluster_size_for(int batch) const = 0;
   /// Cluster sizes usable by this selector on this device, ascending (empty: no cluster path).

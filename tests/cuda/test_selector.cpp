@@ -525,6 +525,64 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
   CHECK(total.compared > 0);
 }
 
+TEST_CASE("DeviceSelector: a batch selected in parts with the pinned shape equals one call (bitwise)") {
+  // What DecodeStep's micro-batches rely on: pin_shape fixes the whole batch's path, cluster size
+  // and cluster kernel, so selecting its halves separately gives the same ids and counts. The batch
+  // is the smallest whose auto cluster kernel (register logits: more than one wave) differs from
+  // that of its halves where such a batch exists, so the pin is what keeps the parts equal.
+  NOSA_REQUIRE_GPU();
+  int compared = 0, pinned_differs = 0;
+  for (const SelCase& c : nosa_test::compiled_selector_cases()) {
+    INFO(c.name());
+    const int H = 8, kMaxBatch = 64;
+    const long long kTokens = 2048;
+    Model model(c, H, 17);
+    nosa::SelectionParams sp;
+    SelConfig cfg;
+    cfg.max_sequences = kMaxBatch, cfg.num_kv_heads = H, cfg.max_batch = kMaxBatch, cfg.max_tokens = kTokens, cfg.params = sp;
+    auto sel = make(c);
+    REQUIRE(sel->create(cfg).ok());
+    int batch = 6;
+    for (int b = 2; b <= kMaxBatch; ++b) {
+      const int cs = sel->cluster_size_for(b);
+      if (cs > 0 && sel->auto_cluster_scan(b, cs) == 2) {
+        batch = b;
+        break;
+      }
+    }
+    const int half = (batch + 1) / 2, cs = sel->cluster_size_for(batch);
+    const bool differs = cs > 0 && sel->auto_cluster_scan(batch, cs) != sel->auto_cluster_scan(half, cs);
+    pinned_differs += differs;
+    std::vector<Seq> seqs;
+    std::vector<int> slots, lens;
+    for (int i = 0; i < batch; ++i) {
+      const long long T = kTokens - 13 * i;
+      seqs.push_back(model.make_seq(T, 300 + i));
+      REQUIRE(sel->append_prompt(i, T, seqs.back().k.data(), seqs.back().bias.data()).ok());
+      slots.push_back(i);
+      lens.push_back(static_cast<int>(T));
+    }
+    const std::vector<std::uint16_t> q = model.make_q(batch, 77);
+    const int stride = sel->max_blocks();
+    std::vector<int> ids, counts, part_ids, part_counts;
+    REQUIRE(sel->select(slots, lens, static_cast<int>(kTokens), q.data(), stride, &ids, &counts).ok());
+    bool per_entry = false;
+    REQUIRE(sel->select_in_parts(slots, lens, static_cast<int>(kTokens), q.data(), stride, 2, &part_ids, &part_counts,
+                                 &per_entry).ok());
+    const bool expect_per_entry = c.kind == nosa::SelectorKind::kDense || (!c.float_store && nosa_test::cluster_path_expected());
+    CHECK(per_entry == expect_per_entry);
+    MESSAGE("batch " << batch << ", cluster size " << cs << ", halves' auto kernel differs: " << differs
+                     << ", per entry: " << per_entry);
+    if (!per_entry) continue;
+    ++compared;
+    CHECK(part_counts == counts);
+    CHECK(part_ids == ids);
+  }
+  std::printf("[selector] pinned parts: compared %d cases, %d where the halves' own auto kernel differs\n", compared,
+              pinned_differs);
+  CHECK(compared > 0);
+}
+
 TEST_CASE("DeviceSelector: exact ties resolve by block index as on the host") {
   // Keys and biases constant within a block, at three levels per head (0, 1, 3: no level is the
   // mean of two others, so a window straddling two blocks never ties with a whole-block one by
