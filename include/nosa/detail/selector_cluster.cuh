@@ -75,6 +75,27 @@ NOSA_DEVICE NOSA_FORCEINLINE int cluster_block_begin(int rank, int C, int chunk,
   return static_cast<int>(min(static_cast<long long>(nb), (first_token + block_size - 1) / block_size));
 }
 
+/// Where a cluster CTA stands: cluster size C and its rank, its key range r of entry blockIdx.z,
+/// KV head blockIdx.y, and the rows of that (entry, head) in q (ih) and in the state (sh).
+struct ClusterCta {
+  int C, rank;
+  ScanRange r;
+  size_t ih, sh;
+};
+
+/// Fills *cta; false when the entry is invalid or empty (the same answer in every CTA of a
+/// cluster, so a cluster returns as a whole before its first barrier).
+template <class T, class KS, class Cluster>
+NOSA_DEVICE NOSA_FORCEINLINE bool cluster_cta(const SelectParams<T, KS>& p, const Cluster& cluster, ClusterCta* cta) {
+  cta->C = static_cast<int>(cluster.num_blocks());
+  cta->rank = static_cast<int>(cluster.block_rank());
+  const int h = blockIdx.y, i = blockIdx.z, H = p.st.num_kv_heads;
+  if (!scan_range(p, i, cta->rank, cta->C, &cta->r)) return false;
+  cta->ih = static_cast<size_t>(i) * H + h;
+  cta->sh = static_cast<size_t>(cta->r.slot) * H + h;
+  return true;
+}
+
 template <class T, class KS, int D, int G, bool NeedPe, int Stages>
 __global__ void __launch_bounds__(kScoreThreads)
     score_pool_cluster_kernel(const __grid_constant__ SelectParams<T, KS> p) {
@@ -101,14 +122,11 @@ __global__ void __launch_bounds__(kScoreThreads)
   float2* s_all = Stages > 0 ? reinterpret_cast<float2*>(s_stage) : s_all_own;
 
   cg::cluster_group cluster = cg::this_cluster();
-  const int C = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int h = blockIdx.y, i = blockIdx.z;
-  const int H = p.st.num_kv_heads;
-  ScanRange r;
-  if (!scan_range(p, i, rank, C, &r)) return;  // same decision in every CTA of the cluster
-  const size_t ih = static_cast<size_t>(i) * H + h;
-  const size_t sh = static_cast<size_t>(r.slot) * H + h;
+  ClusterCta cta;
+  if (!cluster_cta(p, cluster, &cta)) return;  // same decision in every CTA of the cluster
+  const int C = cta.C, rank = cta.rank;
+  const ScanRange& r = cta.r;
+  const size_t ih = cta.ih, sh = cta.sh;
   if (r.j0 < r.j1) {
     Scan::run(sm, s_stage, p.q + ih * G * D, p.st.keys + sh * p.st.max_nc * D, r.j0, r.j1, p.scale,
               LogitRows{s_logit, ld, r.j0}, s_stat);
@@ -245,14 +263,11 @@ __global__ void __launch_bounds__(kScoreThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
   float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
 
   cg::cluster_group cluster = cg::this_cluster();
-  const int C = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int h = blockIdx.y, i = blockIdx.z;
-  const int H = p.st.num_kv_heads;
-  ScanRange r;
-  if (!scan_range(p, i, rank, C, &r)) return;  // same decision in every CTA of the cluster
-  const size_t ih = static_cast<size_t>(i) * H + h;
-  const size_t sh = static_cast<size_t>(r.slot) * H + h;
+  ClusterCta cta;
+  if (!cluster_cta(p, cluster, &cta)) return;  // same decision in every CTA of the cluster
+  const int C = cta.C, rank = cta.rank;
+  const ScanRange& r = cta.r;
+  const size_t ih = cta.ih, sh = cta.sh;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int t4 = lane & 3, r4 = lane >> 2;
 
@@ -333,11 +348,7 @@ __global__ void __launch_bounds__(kScoreThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
           }
         }
         if (vmax == -INFINITY) continue;
-        float2 cur = run[half];
-        if (vmax > cur.x) {
-          cur.y = cur.x == -INFINITY ? 0.f : cur.y * exp2f(cur.x - vmax);
-          cur.x = vmax;
-        }
+        float2 cur = raise_running_max(run[half], vmax);
 #pragma unroll
         for (int kt = 0; kt < KT; ++kt) {
           const int j = base + kt * 8 + 2 * t4;

@@ -76,6 +76,16 @@ NOSA_DEVICE NOSA_FORCEINLINE float2 softmax_combine(float2 a, float2 b) {
   return make_float2(m, a.y * exp2f(a.x - m) + b.y * exp2f(b.x - m));
 }
 
+/// A running (max, sum of 2^(x - max)) raised to a new candidate maximum vmax: the sum is rescaled
+/// when vmax is larger (the scan loops then add this tile's terms against cur.x).
+NOSA_DEVICE NOSA_FORCEINLINE float2 raise_running_max(float2 cur, float vmax) {
+  if (vmax > cur.x) {
+    cur.y = cur.x == -INFINITY ? 0.f : cur.y * exp2f(cur.x - vmax);
+    cur.x = vmax;
+  }
+  return cur;
+}
+
 /// Splits of nc keys: chunk of a split, a multiple of 32.
 NOSA_DEVICE NOSA_FORCEINLINE int score_chunk(int nc, int splits) {
   const int per = (nc + splits - 1) / splits;
@@ -318,11 +328,7 @@ struct MmaScan {
             if (g < G && (kFull || j < j1)) rows.store(g, j, x0, x1, kFull || j + 1 < j1);
           }
           if (!kFull && vmax == -INFINITY) continue;
-          float2 cur = run[mt][half];
-          if (vmax > cur.x) {
-            cur.y = cur.x == -INFINITY ? 0.f : cur.y * exp2f(cur.x - vmax);
-            cur.x = vmax;
-          }
+          float2 cur = raise_running_max(run[mt][half], vmax);
 #pragma unroll
           for (int kt = 0; kt < KT; ++kt) {
             const int j = base + kt * 8 + 2 * t4;
