@@ -290,17 +290,7 @@ __global__ void __launch_bounds__(kScoreThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
   auto tile_base = [&](int k) { return lo + (warp + W * k) * R::kTileKeys; };
   auto issue = [&](int k) {  // tile k of this warp into ring slot k % S; an empty group past the end
     const int base = tile_base(k);
-    if (k < NT && base < hi) {
-#pragma unroll
-      for (int pp = 0; pp < P; ++pp)
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          const int j = base + kt * 8 + r4;
-          const bool ok = j < hi;
-          cp_async_16(mine + (((k % S) * P + pp) * KT + kt) * 32,
-                      ok ? keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4 : keys, ok ? 16 : 0);
-        }
-    }
+    if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, k % S, keys, base, hi, r4, t4);
     cp_async_commit();
   };
   {  // q fragments first (group 0), then the first key tiles: all in flight together

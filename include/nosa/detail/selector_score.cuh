@@ -230,6 +230,23 @@ NOSA_DEVICE NOSA_FORCEINLINE bool global_scan_prologue(const P& p, ScanRange* r,
 ///      CTAs per SM (docs/notes/selector.md has the measured trade-off; NOSA_CLUSTER_SCAN_STAGES).
 /// Needs j0 < j1, kScoreThreads threads and `stage` = kStageWords uint4 of shared memory (unused
 /// for Stages = 0); every thread must call it (it synchronizes the CTA).
+/// Starts the cp.async copies of this lane's pieces of the warp tile of 8 KT keys at `base` (rows
+/// past `end` zero-filled) into buffer `buf` of its staging: key base + 8 kt + r4, 16 bytes at
+/// d = 32 pp + 8 t4, to mine[((buf * P + pp) * KT + kt) * 32] (mine: the lane's own column, so a
+/// lane reads back only what it copied and no barrier is needed). The caller commits the group.
+template <int D, int P, int KT, class CT>
+NOSA_DEVICE NOSA_FORCEINLINE void issue_key_tile(uint4* mine, int buf, const CT* keys, int base, int end, int r4, int t4) {
+#pragma unroll
+  for (int pp = 0; pp < P; ++pp)
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      const int j = base + kt * 8 + r4;
+      const bool ok = j < end;
+      cp_async_16(mine + ((buf * P + pp) * KT + kt) * 32, ok ? keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4 : keys,
+                  ok ? 16 : 0);
+    }
+}
+
 template <class T, int D, int G, int Stages = 0, int TileKeys = 32>
 struct MmaScan {
   using CT = cuda_type_t<T>;
@@ -259,15 +276,7 @@ struct MmaScan {
     // lanes, consecutive 16 bytes (no bank conflicts); each lane reads back only its own pieces
     uint4* mine = Stages > 0 ? stage + warp * Stages * kPieces * 32 + lane : nullptr;
     auto issue = [&](int base, int buf) {
-#pragma unroll
-      for (int pp = 0; pp < P; ++pp)
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          const int j = base + kt * 8 + r4;
-          const bool ok = j < j1;
-          cp_async_16(mine + ((buf * P + pp) * KT + kt) * 32,
-                      ok ? keys + static_cast<size_t>(j) * D + 32 * pp + 8 * t4 : keys, ok ? 16 : 0);
-        }
+      issue_key_tile<D, P, KT>(mine, buf, keys, base, j1, r4, t4);
       cp_async_commit();
     };
     const int step = W * 8 * KT;
