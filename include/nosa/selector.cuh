@@ -505,7 +505,7 @@ class DeviceSelector {
     if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) return plan;
     if (regs && (!kHasRegisterCluster || keys + halo > detail::RegisterScan<T, kHeadDim, 16>::kMaxKeys)) return plan;
     cudaLaunchAttribute attr;
-    const cudaLaunchConfig_t lc = cluster_launch_config(c, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
+    const cudaLaunchConfig_t lc = cluster_launch_config(c, V, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
     if (cudaOccupancyMaxActiveClusters(&plan.active, cluster_kernel<V>(), &lc) != cudaSuccess) {
       (void)cudaGetLastError();  // this size cannot be launched here: leave it unusable
       plan.active = 0;
@@ -651,9 +651,10 @@ class DeviceSelector {
     return {};
   }
 
-  /// Launch configuration of the cluster kernel: clusters of `c` CTAs along x (the occupancy query
-  /// and the launch use the same one). `attr` must outlive the returned configuration.
-  static cudaLaunchConfig_t cluster_launch_config(int c, dim3 grid, std::size_t smem, cudaStream_t stream,
+  /// Launch configuration of cluster kernel `variant`: clusters of `c` CTAs along x, that kernel's
+  /// threads per CTA (the occupancy query and the launch use the same one). `attr` must outlive
+  /// the returned configuration.
+  static cudaLaunchConfig_t cluster_launch_config(int c, int variant, dim3 grid, std::size_t smem, cudaStream_t stream,
                                                   cudaLaunchAttribute* attr) {
     attr->id = cudaLaunchAttributeClusterDimension;
     attr->val.clusterDim.x = static_cast<unsigned>(c);
@@ -661,7 +662,7 @@ class DeviceSelector {
     attr->val.clusterDim.z = 1;
     cudaLaunchConfig_t lc{};
     lc.gridDim = grid;
-    lc.blockDim = dim3(detail::kScoreThreads, 1, 1);
+    lc.blockDim = dim3(variant == detail::kClusterRegisters ? detail::kRegisterScanThreads : detail::kScoreThreads, 1, 1);
     lc.dynamicSmemBytes = smem;
     lc.stream = stream;
     lc.attrs = attr;
@@ -678,7 +679,7 @@ class DeviceSelector {
         if (cluster > 0) {
           cudaLaunchAttribute attr;
           const cudaLaunchConfig_t lc =
-              cluster_launch_config(cluster, dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch),
+              cluster_launch_config(cluster, plan->variant, dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch),
                                     static_cast<std::size_t>(plan->smem), stream, &attr);
           NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel_for(plan->variant), p));
           return {};

@@ -182,15 +182,28 @@ NOSA_DEVICE NOSA_FORCEINLINE void cluster_wait() {
 #endif
 }
 
-// Ring bytes per warp and the CTAs per SM the register scan is compiled for (launch bounds):
-// 12 KiB and 4 (48 KiB ring + S per CTA, <= 128 registers per thread; measured against 16 KiB and
-// 3 in docs/notes/selector.md). Overridable for A/B runs.
+// Shape of the register scan, overridable for A/B runs: ring bytes per warp, CTAs per SM it is
+// compiled for (launch bounds), warps per CTA and warp tiles per warp (logit registers: 8 per
+// tile). Defaults 12 KiB, 4, 4 and 9: 48 KiB ring + S per CTA, <= 128 registers per thread, up to
+// 576 keys per CTA (measured against 16 KiB and 3 in docs/notes/selector.md).
 #ifndef NOSA_REGISTER_SCAN_RING_BYTES
 #define NOSA_REGISTER_SCAN_RING_BYTES 12288
 #endif
 #ifndef NOSA_REGISTER_SCAN_MIN_CTAS
 #define NOSA_REGISTER_SCAN_MIN_CTAS 4
 #endif
+#ifndef NOSA_REGISTER_SCAN_WARPS
+#define NOSA_REGISTER_SCAN_WARPS 4
+#endif
+#ifndef NOSA_REGISTER_SCAN_MAX_TILES
+#define NOSA_REGISTER_SCAN_MAX_TILES 9
+#endif
+
+/// Threads per CTA of the register-scan cluster kernel (the launch uses it; the other cluster
+/// kernels run kScoreThreads).
+constexpr int kRegisterScanThreads = 32 * NOSA_REGISTER_SCAN_WARPS;
+static_assert(NOSA_REGISTER_SCAN_WARPS >= 1 && NOSA_REGISTER_SCAN_WARPS <= 16, "register scan: 1..16 warps per CTA");
+static_assert(NOSA_REGISTER_SCAN_MAX_TILES >= 1, "register scan: at least one warp tile per warp");
 
 /// The register-logit cluster scan (kClusterRegisters): a warp's logits stay in its registers from
 /// the mma to S, so the CTA's shared memory holds only a deep cp.async ring of key tiles (and S).
@@ -200,11 +213,12 @@ NOSA_DEVICE NOSA_FORCEINLINE void cluster_wait() {
 /// tile of query heads).
 template <class T, int D, int G>
 struct RegisterScan {
-  static constexpr int W = kScoreThreads / 32;
+  static constexpr int W = NOSA_REGISTER_SCAN_WARPS;
+  static constexpr int kThreads = kRegisterScanThreads;
   static constexpr int P = D / 32;        // 16-byte pieces per lane per key row
   static constexpr int KT = 2;            // 8-key mma columns per warp tile
   static constexpr int kTileKeys = 8 * KT;
-  static constexpr int kMaxTiles = 9;     // 72 logit registers per lane: 576 keys per CTA
+  static constexpr int kMaxTiles = NOSA_REGISTER_SCAN_MAX_TILES;  // 8 logit registers per lane each
   static constexpr int kMaxKeys = W * kTileKeys * kMaxTiles;
   static constexpr int kPieces = P * KT;  // 16-byte pieces per lane per tile
   static constexpr int kTileBytes = kPieces * 32 * 16;
@@ -241,7 +255,7 @@ NOSA_HOST_DEVICE constexpr int register_scan_halo(int window, int stride, int bl
 ///   from registers and its own shared memory -> wait (no CTA exits while another may still read
 ///   its statistics).
 template <class T, class KS, int D, int G, bool NeedPe>
-__global__ void __launch_bounds__(kScoreThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
+__global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
     score_pool_cluster_registers_kernel(const __grid_constant__ SelectParams<T, KS> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   (void)p;
@@ -251,7 +265,7 @@ __global__ void __launch_bounds__(kScoreThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
   using R = RegisterScan<T, D, G>;
   using CT = cuda_type_t<T>;
   constexpr int P = R::P, KT = R::KT, W = R::W, S = R::kStages, NT = R::kMaxTiles;
-  constexpr int kGroups = kScoreThreads / 16;  // rank groups of the statistics combine
+  constexpr int kGroups = R::kThreads / 16;  // rank groups of the statistics combine
   static_assert(std::is_same_v<T, KS>, "mma scoring needs keys stored in T");
   __shared__ uint4 s_a[1][P][32][2];     // q fragments (the load_q_fragments layout)
   __shared__ float2 s_warp[W][16];       // per-warp (max, sum-exp) per query head
@@ -363,7 +377,7 @@ __global__ void __launch_bounds__(kScoreThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
     }
     if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
   }
-  write_split_stats<16>(s_warp, s_stat, G);
+  write_split_stats<16, W>(s_warp, s_stat, G);
   cluster_arrive();  // s_stat published
 
   // Pe needs only the compressed scores: pooled while the other CTAs finish their scans

@@ -157,13 +157,14 @@ constexpr int kScoreThreads = 128;
 
 /// Combines a CTA's per-g statistics: per-thread values are first combined within the warp by
 /// the caller's layout (warp_stats[w][g]), then across warps here, in warp order. `out` may be
-/// global or shared memory.
-template <int Rows>
+/// global or shared memory. Warps: the CTA's warps (kScoreThreads / 32 unless the kernel has its
+/// own thread count).
+template <int Rows, int Warps = kScoreThreads / 32>
 NOSA_DEVICE NOSA_FORCEINLINE void write_split_stats(float2 (*warp_stats)[Rows], float2* out, int G) {
   __syncthreads();
   for (int g = threadIdx.x; g < G; g += blockDim.x) {
     float2 acc = make_float2(-INFINITY, 0.f);
-    for (int w = 0; w < kScoreThreads / 32; ++w) acc = softmax_combine(acc, warp_stats[w][g]);
+    for (int w = 0; w < Warps; ++w) acc = softmax_combine(acc, warp_stats[w][g]);
     out[g] = acc;
   }
 }
