@@ -364,39 +364,36 @@ class Decoder {
     sa.counts = counts_;
 
     // Micro-batches: chunk c's diff + transfer (on `stream`) runs beside chunk c+1's selection and
-    // chunk c-1's attention (both on the side stream); the last chunk attends on `stream`.
+    // chunk c-1's attention (both on the side stream, in the order select 1, attend 0, select 2,
+    // attend 1, ...); the last chunk attends on `stream`. Chunks are selected one by one only when
+    // the pinned shape makes that bit-identical to one call (per_entry); else the whole batch is
+    // selected first. `stream` waits for chunk c's selection through one of two events that
+    // alternate by parity, so the record it waits on is chunk c's, not a later one.
     const int chunks = cfg_.overlap ? std::min(batch_, cfg_.overlap_chunks) : 1;
     const int per = (batch_ + chunks - 1) / chunks;
     bool per_entry = false;
     if (per < batch_) NOSA_RETURN_IF_ERROR(sel.pin_shape(&sa, &per_entry));
-    if (!per_entry) {  // one selection of the whole batch first (no overlap, or the global path)
-      NOSA_RETURN_IF_ERROR(sel.select(sa, stream));
-      for (int first = 0; first < batch_; first += per) {
-        const int n = std::min(per, batch_ - first);
-        NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/first + n < batch_));
-      }
-    } else {
-      // Selection per chunk with the whole batch's pinned shape (bit-identical to one call). Side
-      // stream order: select 1, attend 0, select 2, attend 1, ...; `stream` waits for chunk c's
-      // selection (events alternate by parity: the one waited on is always chunk c's record).
+    auto select_on_side = [&](int c) -> Status {
+      const int first = c * per;
+      if (first >= batch_) return {};
+      NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, first, std::min(per, batch_ - first)), side_));
+      NOSA_CUDA_TRY(cudaEventRecord(events_[kSelectEvent + c % 2], side_));
+      return {};
+    };
+    if (per_entry) {
       NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, 0, per), stream));
       NOSA_CUDA_TRY(cudaEventRecord(events_[kForkEvent], stream));
       NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
-      auto select_on_side = [&](int c) -> Status {
-        const int first = c * per;
-        if (first >= batch_) return {};
-        NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, first, std::min(per, batch_ - first)), side_));
-        NOSA_CUDA_TRY(cudaEventRecord(events_[kSelectEvent + c % 2], side_));
-        return {};
-      };
       NOSA_RETURN_IF_ERROR(select_on_side(1));
-      for (int c = 0, first = 0; first < batch_; ++c, first += per) {
-        const int n = std::min(per, batch_ - first);
-        if (c > 0) NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[kSelectEvent + c % 2], 0));
-        const bool last = first + n >= batch_;
-        NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/!last));
-        if (!last) NOSA_RETURN_IF_ERROR(select_on_side(c + 2));
-      }
+    } else {
+      NOSA_RETURN_IF_ERROR(sel.select(sa, stream));
+    }
+    for (int c = 0, first = 0; first < batch_; ++c, first += per) {
+      const int n = std::min(per, batch_ - first);
+      const bool last = first + n >= batch_;
+      if (per_entry && c > 0) NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[kSelectEvent + c % 2], 0));
+      NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/!last));
+      if (per_entry && !last) NOSA_RETURN_IF_ERROR(select_on_side(c + 2));
     }
     if (per < batch_) NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, events_[kJoinEvent], 0));  // join the side stream
     return {};

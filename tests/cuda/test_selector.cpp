@@ -535,7 +535,7 @@ TEST_CASE("DeviceSelector: a batch selected in parts with the pinned shape equal
   for (const SelCase& c : nosa_test::compiled_selector_cases()) {
     INFO(c.name());
     const int H = 8, kMaxBatch = 64;
-    const long long kTokens = 2048;
+    const long long kTokens = 1024;
     Model model(c, H, 17);
     nosa::SelectionParams sp;
     SelConfig cfg;
