@@ -367,14 +367,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   cp_async_wait_shared<0>();  // only empty groups remain
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
-    float2 v = run[half];
-#pragma unroll
-    for (int off = 1; off < 4; off <<= 1) {
-      float2 o;
-      o.x = __shfl_xor_sync(0xffffffffu, v.x, off);
-      o.y = __shfl_xor_sync(0xffffffffu, v.y, off);
-      v = softmax_combine(v, o);
-    }
+    const float2 v = quad_softmax_combine(run[half]);
     if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
   }
   write_split_stats<16, W>(s_warp, s_stat, G);

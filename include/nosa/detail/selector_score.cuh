@@ -76,6 +76,19 @@ NOSA_DEVICE NOSA_FORCEINLINE float2 softmax_combine(float2 a, float2 b) {
   return make_float2(m, a.y * exp2f(a.x - m) + b.y * exp2f(b.x - m));
 }
 
+/// The statistics of the 4 lanes of a quad (lanes 4 r4 .. 4 r4 + 3: the same query-head rows of
+/// an mma tile) combined in a fixed xor order; every lane of the quad gets the same value.
+NOSA_DEVICE NOSA_FORCEINLINE float2 quad_softmax_combine(float2 v) {
+#pragma unroll
+  for (int off = 1; off < 4; off <<= 1) {
+    float2 o;
+    o.x = __shfl_xor_sync(0xffffffffu, v.x, off);
+    o.y = __shfl_xor_sync(0xffffffffu, v.y, off);
+    v = softmax_combine(v, o);
+  }
+  return v;
+}
+
 /// A running (max, sum of 2^(x - max)) raised to a new candidate maximum vmax: the sum is rescaled
 /// when vmax is larger (the scan loops then add this tile's terms against cur.x).
 NOSA_DEVICE NOSA_FORCEINLINE float2 raise_running_max(float2 cur, float vmax) {
@@ -375,14 +388,7 @@ struct MmaScan {
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        float2 v = run[mt][half];
-#pragma unroll
-        for (int off = 1; off < 4; off <<= 1) {
-          float2 o;
-          o.x = __shfl_xor_sync(0xffffffffu, v.x, off);
-          o.y = __shfl_xor_sync(0xffffffffu, v.y, off);
-          v = softmax_combine(v, o);
-        }
+        const float2 v = quad_softmax_combine(run[mt][half]);
         if (t4 == 0) sm.warp_stats[warp][mt * 16 + r4 + 8 * half] = v;
       }
     write_split_stats<MT * 16>(sm.warp_stats, stats_out, G);
