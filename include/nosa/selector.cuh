@@ -568,8 +568,7 @@ class DeviceSelector {
       const int max_c = np_plain ? detail::kMaxClusterSize : detail::kMaxPortableClusterSize;
       const int halo = detail::register_scan_halo(cfg_.params.window, cfg_.params.stride, kBlockSize);
       for (int c = detail::kMinClusterSize; c <= max_c; ++c) {
-        const int per = (std::max(dims_.max_nc, 1) + c - 1) / c;
-        const int keys = (per + 31) / 32 * 32;  // >= score_chunk(nc, c) for every nc <= max_nc
+        const int keys = detail::score_chunk(std::max(dims_.max_nc, 1), c);  // >= score_chunk(nc, c), nc <= max_nc
         const ClusterPlan plain = plan_cluster_variant<detail::kClusterPlain>(c, keys, 0, dyn_plain);
         const bool portable = c <= detail::kMaxPortableClusterSize;
         const ClusterPlan staged = np_staged || portable ? plan_cluster_variant<detail::kClusterStaged>(c, keys, 0, dyn_staged)

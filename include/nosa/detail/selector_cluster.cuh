@@ -66,14 +66,6 @@ constexpr std::size_t cluster_smem_bytes(int keys) {
   return (sizeof(float) * floats + 15) / 16 * 16 + ClusterScan<T, D, G, Stages>::kStageBytes;
 }
 
-/// First block CTA `rank` of C pools: blocks starting in its key range, so that most windows it
-/// reads are its own. Non-decreasing in rank; 0 for rank 0 and nb for rank C: a partition.
-NOSA_DEVICE NOSA_FORCEINLINE int cluster_block_begin(int rank, int C, int chunk, int stride, int block_size, int nb) {
-  if (rank == 0) return 0;
-  if (rank >= C) return nb;
-  const long long first_token = static_cast<long long>(rank) * chunk * stride;
-  return static_cast<int>(min(static_cast<long long>(nb), (first_token + block_size - 1) / block_size));
-}
 
 /// Where a cluster CTA stands: cluster size C and its rank, its key range r of entry blockIdx.z,
 /// KV head blockIdx.y, and the rows of that (entry, head) in q (ih) and in the state (sh).
@@ -238,13 +230,6 @@ constexpr std::size_t register_cluster_smem_bytes(int keys) {
   return RegisterScan<T, D, G>::kStageBytes + (sizeof(float) * static_cast<std::size_t>(keys) + 15) / 16 * 16;
 }
 
-/// Keys beyond its own that a register-scan CTA scans so that every window its blocks overlap is
-/// local: at most (window - 1) / stride before its range (its first block starts at or after its
-/// first key's first token) and ceil(block / stride) + 1 after it.
-NOSA_HOST_DEVICE constexpr int register_scan_halo(int window, int stride, int block_size) {
-  return (window - 1) / stride + (block_size + stride - 1) / stride + 1;
-}
-
 /// The cluster kernel with the register-logit scan: same grid and results contract as
 /// score_pool_cluster_kernel. Each CTA also scans the few neighbouring keys whose windows its
 /// blocks overlap (their logits only feed S, not its softmax statistics), so S never crosses
@@ -289,15 +274,8 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   const int nb = num_blocks(r.len, p.block_size);
   const int m0 = cluster_block_begin(rank, C, r.chunk, p.st.stride, p.block_size, nb);
   const int m1 = cluster_block_begin(rank + 1, C, r.chunk, p.st.stride, p.block_size, nb);
-  int lo = r.j0, hi = max(r.j0, r.j1);
-  if (m0 < m1) {
-    const WindowRange w0 = windows_overlapping_block(m0, p.block_size, p.st.window, p.st.stride, r.nc);
-    const WindowRange w1 = windows_overlapping_block(m1 - 1, p.block_size, p.st.window, p.st.stride, r.nc);
-    if (w0.first <= w0.last) lo = min(lo, w0.first);
-    if (w1.first <= w1.last) hi = max(hi, w1.last + 1);
-  }
-  hi = min(hi, r.nc);
-  lo = min(lo, hi);
+  const KeySpan span = cluster_scan_span(r.j0, r.j1, m0, m1, p.block_size, p.st.window, p.st.stride, r.nc);
+  const int lo = span.lo, hi = span.hi;
 
   const CT* keys = as_cuda(p.st.keys) + sh * p.st.max_nc * D;
   uint4* mine = s_ring + warp * S * R::kPieces * 32 + lane;  // this lane's pieces: its own column

@@ -99,12 +99,6 @@ NOSA_DEVICE NOSA_FORCEINLINE float2 raise_running_max(float2 cur, float vmax) {
   return cur;
 }
 
-/// Splits of nc keys: chunk of a split, a multiple of 32.
-NOSA_DEVICE NOSA_FORCEINLINE int score_chunk(int nc, int splits) {
-  const int per = (nc + splits - 1) / splits;
-  return (per + 31) / 32 * 32;
-}
-
 template <class CT>
 NOSA_DEVICE NOSA_FORCEINLINE void mma_16816(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                             unsigned b0, unsigned b1) {
