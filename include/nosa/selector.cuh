@@ -5,11 +5,14 @@
 // are appended, and selects each step's blocks for a batch on one stream. Stage 1 (scores of
 // the compressed keys, softmax over them, window max-pooling to blocks, forced blocks) runs on
 // one of two paths, chosen per call from the config and the batch (SelectArgs::path):
-//   cluster: one thread-block cluster per (entry, KV head) scans, normalizes and pools with the
-//            logits kept in shared memory (2-byte KeyStore, heads that fit in C CTAs);
+//   cluster: one thread-block cluster per (entry, KV head) scans, normalizes and pools on chip
+//            (2-byte KeyStore, heads that fit in C CTAs); its kernel (SelectArgs::cluster_scan)
+//            keeps the logits in shared memory or, for grids of more than one wave, in registers;
 //   global:  score (split-K, logits + split statistics to global scratch) -> pool.
 // Then select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
 // The result equals host::select_blocks (up to fp32 near-ties in the stage-1 scores).
+// Engines that select a batch in parts (micro-batches) call pin_shape first, so that every part
+// runs the whole batch's kernels and the parts together equal one call bit for bit.
 //
 //   Geometry  nosa::Geometry<B, D, G, Layout> (layout does not matter here)
 //   Policy    NosaSelector, InfllmV2Selector or DenseSelector<...>
