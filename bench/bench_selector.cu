@@ -11,7 +11,8 @@
 // Counters: key_bytes (compressed keys read per call), GBps (key_bytes / time), pct_ceiling
 // (GBps / the device-to-device copy bandwidth measured once in this binary, counting read +
 // write), cluster (CTAs per (entry, head); 0 = global path), splits (global path's split-K),
-// regs (1: the register-logit cluster kernel ran).
+// regs (1: the register-logit cluster kernel ran), resident (its clusters resident at once) and
+// waves (batch x Hkv / resident: 1.1 means a second wave with a 10 % tail).
 // The compressed state is filled directly with random keys (appending 128K tokens x 64
 // sequences would only slow the setup down; append kernels are not what is measured here).
 // Short subset: --benchmark_filter='BM_(Stage1|Select)/.*/batch:(16|128)/hkv:2/ctx:131072'.
@@ -181,6 +182,11 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   state.counters["splits"] = used_cluster > 0 ? 0 : sel.splits_for(batch);
   state.counters["regs"] = used_cluster > 0 && (scan == nosa::ClusterScan::kAuto ? sel.cluster_scan_for(batch, used_cluster)
                                                                                  : scan) == nosa::ClusterScan::kRegisterLogits;
+  if (used_cluster > 0) {  // wave quantization: resident clusters of the kernel that ran, and waves of the grid
+    const int resident = sel.resident_clusters(used_cluster, scan, batch);
+    state.counters["resident"] = resident;
+    state.counters["waves"] = resident > 0 ? static_cast<double>(batch) * hkv / resident : 0.0;
+  }
   // pct_ceiling is filled by the reporter-independent rate below (same formula as GBps)
   state.counters["pct_ceiling"] =
       benchmark::Counter(key_bytes * 1e-9 * 100.0 / ceiling, benchmark::Counter::kIsIterationInvariantRate);

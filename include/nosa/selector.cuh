@@ -366,6 +366,14 @@ class DeviceSelector {
   }
   /// Whether SelectArgs::cluster_scan = kRegisterLogits can run at cluster size c.
   bool register_scan_usable(int c) const { return cluster_size_usable(c) && register_clusters_[c].active > 0; }
+  /// Clusters of cluster size c that the device holds at once with kernel `scan` (kAuto: the one
+  /// auto runs for `batch`), from the occupancy query at create(); 0 where it cannot run. A grid
+  /// of batch x Hkv clusters takes ceil(batch x Hkv / this) waves.
+  int resident_clusters(int c, ClusterScan scan, int batch = 1) const {
+    if (!cluster_size_usable(c)) return 0;
+    if (scan == ClusterScan::kAuto) scan = cluster_scan_for(batch, c);
+    return scan == ClusterScan::kRegisterLogits ? register_clusters_[c].active : clusters_[c].active;
+  }
   /// The cluster kernel cluster_scan = kAuto runs for `batch` entries at cluster size c: register
   /// logits where usable and the grid (batch x Hkv clusters) needs more than one wave of them.
   ClusterScan cluster_scan_for(int batch, int c) const {
