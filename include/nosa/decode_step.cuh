@@ -377,25 +377,12 @@ class Decoder {
       NOSA_RETURN_IF_ERROR(make_resident_chunk(layer, 0, batch_, stream));
       return attend_chunk(layer, 0, batch_, q, o, lse, stream);
     }
-    bool per_entry = false;
-    NOSA_RETURN_IF_ERROR(sel.pin_shape(&sa, &per_entry));
-    // `stream` -> side: chunk c's selection done (one event: each record is waited on at once)
-    auto hand_over = [&]() -> Status {
-      NOSA_CUDA_TRY(cudaEventRecord(events_[kForkEvent], stream));
-      NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
-      return {};
-    };
-    NOSA_RETURN_IF_ERROR(sel.select(per_entry ? chunk_args(sa, 0, per) : sa, stream));
-    for (int c = 0, first = 0; first < batch_; ++c, first += per) {
-      const int n = std::min(per, batch_ - first);
-      if (c > 0 && per_entry) NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, first, n), stream));
-      NOSA_RETURN_IF_ERROR(hand_over());
-      NOSA_RETURN_IF_ERROR(make_resident_chunk(layer, first, n, side_));
-      NOSA_CUDA_TRY(cudaEventRecord(resident_event(c), side_));
-      if (c > 0) NOSA_RETURN_IF_ERROR(attend_after_transfer(layer, c - 1, per, q, o, lse, stream));
+    const Status st = overlapped_chunks(layer, sel, sa, per, q, o, lse, stream);
+    if (!st.ok()) {  // the side stream may hold work of this call: `stream` waits for it anyway
+      (void)cudaEventRecord(events_[kForkEvent], side_);
+      (void)cudaStreamWaitEvent(stream, events_[kForkEvent], 0);
     }
-    return attend_after_transfer(layer, chunks_of(per) - 1, per, q, o, lse, stream);
-    return {};
+    return st;
   }
 
   /// Ends the step: the sequences of the batch keep their current token.
@@ -445,6 +432,29 @@ class Decoder {
     s.max_batch = c.max_batch;
     s.params = c.params;
     return s;
+  }
+  /// layer_step's micro-batches of `per` entries (per < batch), after the append: the Overlap
+  /// paragraph at the top of this file. `sa` is the whole batch's selection.
+  Status overlapped_chunks(int layer, Sel& sel, SelectArgs<T> sa, int per, const T* q, T* o, float* lse,
+                           cudaStream_t stream) {
+    bool per_entry = false;
+    NOSA_RETURN_IF_ERROR(sel.pin_shape(&sa, &per_entry));
+    // `stream` -> side: chunk c's selection done (one event: each record is waited on at once)
+    auto hand_over = [&]() -> Status {
+      NOSA_CUDA_TRY(cudaEventRecord(events_[kForkEvent], stream));
+      NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
+      return {};
+    };
+    NOSA_RETURN_IF_ERROR(sel.select(per_entry ? chunk_args(sa, 0, per) : sa, stream));
+    for (int c = 0, first = 0; first < batch_; ++c, first += per) {
+      const int n = std::min(per, batch_ - first);
+      if (c > 0 && per_entry) NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, first, n), stream));
+      NOSA_RETURN_IF_ERROR(hand_over());
+      NOSA_RETURN_IF_ERROR(make_resident_chunk(layer, first, n, side_));
+      NOSA_CUDA_TRY(cudaEventRecord(resident_event(c), side_));
+      if (c > 0) NOSA_RETURN_IF_ERROR(attend_after_transfer(layer, c - 1, per, q, o, lse, stream));
+    }
+    return attend_after_transfer(layer, chunks_of(per) - 1, per, q, o, lse, stream);
   }
   /// `whole` (the step's selection) restricted to entries [first, first + n): pointers offset to
   /// the chunk's rows, batch n, the pinned shape kept.
