@@ -66,7 +66,6 @@ constexpr std::size_t cluster_smem_bytes(int keys) {
   return (sizeof(float) * floats + 15) / 16 * 16 + ClusterScan<T, D, G, Stages>::kStageBytes;
 }
 
-
 /// Where a cluster CTA stands: cluster size C and its rank, its key range r of entry blockIdx.z,
 /// KV head blockIdx.y, and the rows of that (entry, head) in q (ih) and in the state (sh).
 struct ClusterCta {
@@ -200,7 +199,7 @@ static_assert(NOSA_REGISTER_SCAN_MAX_TILES >= 1, "register scan: at least one wa
 /// The register-logit cluster scan (kClusterRegisters): a warp's logits stay in its registers from
 /// the mma to S, so the CTA's shared memory holds only a deep cp.async ring of key tiles (and S).
 /// Warp tiles of 16 keys (two 8-key mma columns), warp w takes tiles w, w + W, ... of the CTA's
-/// range, at most MaxTiles of them (kMaxKeys keys per CTA); the ring has kStages tiles per warp
+/// range, at most kMaxTiles of them (kMaxKeys keys per CTA); the ring has kStages tiles per warp
 /// (NOSA_REGISTER_SCAN_RING_BYTES per warp whatever D is, 2..8 tiles). Needs G <= 16 (one m16
 /// tile of query heads).
 template <class T, int D, int G>
