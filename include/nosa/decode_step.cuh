@@ -445,29 +445,16 @@ class Decoder {
       NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
       return {};
     };
-    NOSA_RETURN_IF_ERROR(sel.select(per_entry ? chunk_args(sa, 0, per) : sa, stream));
+    NOSA_RETURN_IF_ERROR(sel.select(per_entry ? sel.part_of(sa, 0, per) : sa, stream));
     for (int c = 0, first = 0; first < batch_; ++c, first += per) {
       const int n = std::min(per, batch_ - first);
-      if (c > 0 && per_entry) NOSA_RETURN_IF_ERROR(sel.select(chunk_args(sa, first, n), stream));
+      if (c > 0 && per_entry) NOSA_RETURN_IF_ERROR(sel.select(sel.part_of(sa, first, n), stream));
       NOSA_RETURN_IF_ERROR(hand_over());
       NOSA_RETURN_IF_ERROR(make_resident_chunk(layer, first, n, side_));
       NOSA_CUDA_TRY(cudaEventRecord(resident_event(c), side_));
       if (c > 0) NOSA_RETURN_IF_ERROR(attend_after_transfer(layer, c - 1, per, q, o, lse, stream));
     }
     return attend_after_transfer(layer, chunks_of(per) - 1, per, q, o, lse, stream);
-  }
-  /// `whole` (the step's selection) restricted to entries [first, first + n): pointers offset to
-  /// the chunk's rows, batch n, the pinned shape kept.
-  SelectArgs<T> chunk_args(const SelectArgs<T>& whole, int first, int n) const {
-    const std::size_t rows = static_cast<std::size_t>(first) * cfg_.num_kv_heads;
-    SelectArgs<T> a = whole;
-    a.batch = n;
-    a.seq_slots += first;
-    a.seq_lens += first;
-    a.q += rows * G * D;
-    a.block_ids += rows * max_blocks_;
-    a.counts += rows;
-    return a;
   }
   /// Attention arguments for batch entries [first, first + n) (pointers offset into the step arrays).
   DecodeAttentionArgs<T> attention_args(int layer, int first, int n, const T* q, T* o, float* lse) const {

@@ -11,8 +11,9 @@
 //   global:  score (split-K, logits + split statistics to global scratch) -> pool.
 // Then select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
 // The result equals host::select_blocks (up to fp32 near-ties in the stage-1 scores).
-// Engines that select a batch in parts (micro-batches) call pin_shape first, so that every part
-// runs the whole batch's kernels and the parts together equal one call bit for bit.
+// Engines that select a batch in parts (micro-batches) call pin_shape on the whole batch's
+// arguments, then select part_of(args, first, n) for each part: every part runs the whole batch's
+// kernels and the parts together equal one call bit for bit.
 //
 //   Geometry  nosa::Geometry<B, D, G, Layout> (layout does not matter here)
 //   Policy    NosaSelector, InfllmV2Selector or DenseSelector<...>
@@ -286,9 +287,8 @@ class DeviceSelector {
   }
 
   /// Fixes a->path, cluster_size and cluster_scan to the shape select(*a) would run, for callers
-  /// that select a batch in parts (micro-batches): a call with the pinned shape on entries
-  /// [first, first + n) (seq_slots, seq_lens, counts offset by first, q and block_ids by first
-  /// rows, batch = n) computes each entry bit for bit as the whole-batch call does, because the
+  /// that select a batch in parts (micro-batches): a call with the pinned shape on a part
+  /// (part_of) computes each entry bit for bit as the whole-batch call does, because the
   /// per-entry kernels then no longer depend on the batch size. *per_entry is false where that
   /// cannot hold (a sparse policy on the global path: its split-K parts follow the batch): select
   /// the whole batch in one call there. Nothing is launched; errors are select()'s.
@@ -309,6 +309,21 @@ class DeviceSelector {
     }
     *per_entry = cluster > 0 || kKind == SelectorKind::kDense;
     return {};
+  }
+
+  /// `whole` restricted to its entries [first, first + n): seq_slots, seq_lens and counts offset
+  /// by first, q and block_ids by first entries' rows, batch n, the shape fields kept (pin them
+  /// first with pin_shape). For selecting a batch in parts.
+  SelectArgs<T> part_of(const SelectArgs<T>& whole, int first, int n) const {
+    const std::size_t rows = static_cast<std::size_t>(first) * cfg_.num_kv_heads;
+    SelectArgs<T> a = whole;
+    a.batch = n;
+    a.seq_slots += first;
+    a.seq_lens += first;
+    a.q += rows * kGroupSize * kHeadDim;
+    a.block_ids += rows * static_cast<std::size_t>(whole.block_stride);
+    a.counts += rows;
+    return a;
   }
 
   /// Launches only stage 1 (compressed-key scan, softmax, pooling to Pq/Pe; no top-k) on the

@@ -167,15 +167,7 @@ class Impl final : public SelectorHandle {
     }
     const int batch = whole.batch, per = (batch + parts - 1) / parts;
     for (int first = 0; first < batch; first += per) {
-      const std::size_t rows = static_cast<std::size_t>(first) * hkv_;
-      nosa::SelectArgs<T> a = whole;
-      a.batch = std::min(per, batch - first);
-      a.seq_slots += first;
-      a.seq_lens += first;
-      a.q += rows * Geo::group_size * Geo::head_dim;
-      a.block_ids += rows * stride;
-      a.counts += rows;
-      const nosa::Status s = sel_.select(a, stream_);
+      const nosa::Status s = sel_.select(sel_.part_of(whole, first, std::min(per, batch - first)), stream_);
       if (!s.ok()) {
         release();
         return s;

@@ -38,10 +38,13 @@ NOSA_DEVICE NOSA_FORCEINLINE void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
+/// Waits until at most N of this thread's cp.async groups are pending. Also a compiler barrier
+/// for memory: the copied data may be read with ordinary loads right after it (no __syncthreads
+/// when each thread reads only what it copied), which must not be moved above the wait.
 template <int N>
 NOSA_DEVICE NOSA_FORCEINLINE void cp_async_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
 

@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   }
 #pragma unroll
   for (int k = 0; k < S - 1; ++k) issue(k);
-  cp_async_wait_shared<S - 1>();  // q landed (this thread's pieces)
+  cp_async_wait<S - 1>();  // q landed (this thread's pieces)
   __syncthreads();                // everyone's
 
   const float scale2 = p.scale * kLog2e;
@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
 #pragma unroll
   for (int k = 0; k < NT; ++k) {
     issue(k + S - 1);
-    cp_async_wait_shared<S - 1>();  // tile k has landed (this lane's pieces)
+    cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
     const int base = tile_base(k);
     if (base < hi) {  // warp-uniform
       uint4 kv[P][KT];
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
       }
     }
   }
-  cp_async_wait_shared<0>();  // only empty groups remain
+  cp_async_wait<0>();  // only empty groups remain
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const float2 v = quad_softmax_combine(run[half]);

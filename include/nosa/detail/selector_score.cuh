@@ -117,15 +117,6 @@ NOSA_DEVICE NOSA_FORCEINLINE void mma_16816(float (&c)[4], unsigned a0, unsigned
   }
 }
 
-/// cp.async.wait_group that is also a compiler barrier for shared memory: the staged pieces are
-/// read with ordinary loads, which must not be moved above the wait.
-template <int N>
-NOSA_DEVICE NOSA_FORCEINLINE void cp_async_wait_shared() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-#endif
-}
-
 /// The mma A fragments of q (G query heads x D, row-major) in the order the scans read them:
 /// a[mt][pp][lane] = rows mt*16 + lane/4 and + 8, d = 32 pp + 8 (lane % 4) .. + 8 (rows >= G are
 /// zero). Every thread of the CTA takes part; the caller synchronizes before reading.
@@ -223,21 +214,6 @@ NOSA_DEVICE NOSA_FORCEINLINE bool global_scan_prologue(const P& p, ScanRange* r,
   return true;
 }
 
-/// The tensor-core scan of one CTA (2-byte keys): stages q of (i, h) in shared memory, reads the
-/// keys [j0, j1) of (slot, h) once, stores every logit through `rows`, and writes the CTA's
-/// (max, sum of 2^(x - max)) per query head to stats_out[0..G) (global or shared). A warp
-/// computes 8 keys x 16 query heads per mma chain; a thread's 16-byte key piece (8 consecutive d)
-/// feeds two k16 steps, and q uses the same d permutation, so the dot product is unchanged.
-/// How key pieces reach registers (Stages):
-///   0: plain 16-byte loads (the default; no staging memory): all 16 of a tile are issued before
-///      its first product (SASS of the sm_90a build; at 128 registers), so a warp tile waits for
-///      memory once, but no warp has two tiles in flight.
-///   1, 2: a per-lane shared-memory staging area filled by 16-byte cp.async, 1 or 2 warp tiles
-///      per warp: all pieces of a tile are in flight at once, and with 2 the next tile's copies
-///      overlap this tile's products. Costs kStageBytes of shared memory per CTA, hence fewer
-///      CTAs per SM (docs/notes/selector.md has the measured trade-off; NOSA_CLUSTER_SCAN_STAGES).
-/// Needs j0 < j1, kScoreThreads threads and `stage` = kStageWords uint4 of shared memory (unused
-/// for Stages = 0); every thread must call it (it synchronizes the CTA).
 /// Starts the cp.async copies of this lane's pieces of the warp tile of 8 KT keys at `base` (rows
 /// past `end` zero-filled) into buffer `buf` of its staging: key base + 8 kt + r4, 16 bytes at
 /// d = 32 pp + 8 t4, to mine[((buf * P + pp) * KT + kt) * 32] (mine: the lane's own column, so a
@@ -255,6 +231,21 @@ NOSA_DEVICE NOSA_FORCEINLINE void issue_key_tile(uint4* mine, int buf, const CT*
     }
 }
 
+/// The tensor-core scan of one CTA (2-byte keys): stages q of (i, h) in shared memory, reads the
+/// keys [j0, j1) of (slot, h) once, stores every logit through `rows`, and writes the CTA's
+/// (max, sum of 2^(x - max)) per query head to stats_out[0..G) (global or shared). A warp
+/// computes 8 keys x 16 query heads per mma chain; a thread's 16-byte key piece (8 consecutive d)
+/// feeds two k16 steps, and q uses the same d permutation, so the dot product is unchanged.
+/// How key pieces reach registers (Stages):
+///   0: plain 16-byte loads (the default; no staging memory): all 16 of a tile are issued before
+///      its first product (SASS of the sm_90a build; at 128 registers), so a warp tile waits for
+///      memory once, but no warp has two tiles in flight.
+///   1, 2: a per-lane shared-memory staging area filled by 16-byte cp.async, 1 or 2 warp tiles
+///      per warp: all pieces of a tile are in flight at once, and with 2 the next tile's copies
+///      overlap this tile's products. Costs kStageBytes of shared memory per CTA, hence fewer
+///      CTAs per SM (docs/notes/selector.md has the measured trade-off; NOSA_CLUSTER_SCAN_STAGES).
+/// Needs j0 < j1, kScoreThreads threads and `stage` = kStageWords uint4 of shared memory (unused
+/// for Stages = 0); every thread must call it (it synchronizes the CTA).
 template <class T, int D, int G, int Stages = 0, int TileKeys = 32>
 struct MmaScan {
   using CT = cuda_type_t<T>;
@@ -361,9 +352,9 @@ struct MmaScan {
       if constexpr (Stages == 2) {
         if (base + step < j1) issue(base + step, buf ^ 1);
         else cp_async_commit();  // an empty group keeps wait_group<1> meaning "this tile landed"
-        cp_async_wait_shared<1>();
+        cp_async_wait<1>();
       } else if constexpr (Stages == 1) {
-        cp_async_wait_shared<0>();
+        cp_async_wait<0>();
       }
       // Staged tiles: full ones (all keys below j1) compile without bounds checks. Plain loads keep
       // one checked body: with a second, unchecked one ptxas cut registers to 88 by spreading the
