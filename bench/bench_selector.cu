@@ -180,10 +180,10 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   const int used_cluster = cluster_size > 0 ? cluster_size : sel.cluster_size_for(batch, path);
   state.counters["cluster"] = used_cluster;
   state.counters["splits"] = used_cluster > 0 ? 0 : sel.splits_for(batch);
-  state.counters["regs"] = used_cluster > 0 && (scan == nosa::ClusterScan::kAuto ? sel.cluster_scan_for(batch, used_cluster)
-                                                                                 : scan) == nosa::ClusterScan::kRegisterLogits;
+  const nosa::ClusterScan ran = scan == nosa::ClusterScan::kAuto ? sel.cluster_scan_for(batch, used_cluster) : scan;
+  state.counters["regs"] = used_cluster > 0 && ran == nosa::ClusterScan::kRegisterLogits;
   if (used_cluster > 0) {  // wave quantization: resident clusters of the kernel that ran, and waves of the grid
-    const int resident = sel.resident_clusters(used_cluster, scan, batch);
+    const int resident = sel.resident_clusters(used_cluster, ran);
     state.counters["resident"] = resident;
     state.counters["waves"] = resident > 0 ? static_cast<double>(batch) * hkv / resident : 0.0;
   }

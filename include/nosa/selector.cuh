@@ -521,15 +521,22 @@ class DeviceSelector {
   /// (active 0: it does not fit or cannot launch here).
   /// halo: the register kernel's extra keys per CTA (detail::register_scan_halo), which its
   /// shared memory and tile count must also cover.
+  /// non_portable: whether the kernel accepted cluster sizes above the portable 8.
   template <int V>
-  static ClusterPlan plan_cluster_variant(int c, int keys, int halo, int dyn_max) {
+  static ClusterPlan plan_cluster_variant(int c, int keys, int halo, int dyn_max, bool non_portable) {
     constexpr bool regs = V == detail::kClusterRegisters;
-    const std::size_t smem =
-        regs ? detail::register_cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys + halo)
-             : detail::cluster_smem_bytes<T, kHeadDim, kGroupSize, V == detail::kClusterPlain ? 0 : 2>(keys);
+    std::size_t smem = 0;
+    if constexpr (regs) {
+      // the register kernel exists only for G <= 16 and holds at most kMaxKeys keys per CTA
+      if constexpr (!kHasRegisterCluster) return ClusterPlan{keys, 0, 0, V};
+      else if (keys + halo > detail::RegisterScan<T, kHeadDim, kGroupSize>::kMaxKeys) return ClusterPlan{keys, 0, 0, V};
+      else smem = detail::register_cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys + halo);
+    } else {
+      smem = detail::cluster_smem_bytes<T, kHeadDim, kGroupSize, V == detail::kClusterPlain ? 0 : 2>(keys);
+    }
     ClusterPlan plan{keys, static_cast<int>(smem), 0, V};
+    if (c > detail::kMaxPortableClusterSize && !non_portable) return plan;
     if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) return plan;
-    if (regs && (!kHasRegisterCluster || keys + halo > detail::RegisterScan<T, kHeadDim, 16>::kMaxKeys)) return plan;
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t lc = cluster_launch_config(c, V, dim3(static_cast<unsigned>(c), 1, 1), smem, nullptr, &attr);
     if (cudaOccupancyMaxActiveClusters(&plan.active, cluster_kernel<V>(), &lc) != cudaSuccess) {
@@ -575,7 +582,7 @@ class DeviceSelector {
         return {};
       }
       cudaFuncAttributes fa{};
-      NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, cluster_kernel<0>()));
+      NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, cluster_kernel<detail::kClusterPlain>()));
       // The kernel body exists only in code compiled for sm_90+ (__CUDA_ARCH__ >= 900). ptxVersion is
       // the virtual architecture the loaded code was compiled for (also when the driver JIT-compiles
       // compute_80 PTX for an sm_90 device, where binaryVersion would say 90).
@@ -595,14 +602,10 @@ class DeviceSelector {
       const int halo = detail::register_scan_halo(cfg_.params.window, cfg_.params.stride, kBlockSize);
       for (int c = detail::kMinClusterSize; c <= max_c; ++c) {
         const int keys = detail::score_chunk(std::max(dims_.max_nc, 1), c);  // >= score_chunk(nc, c), nc <= max_nc
-        const ClusterPlan plain = plan_cluster_variant<detail::kClusterPlain>(c, keys, 0, dyn_plain);
-        const bool portable = c <= detail::kMaxPortableClusterSize;
-        const ClusterPlan staged = np_staged || portable ? plan_cluster_variant<detail::kClusterStaged>(c, keys, 0, dyn_staged)
-                                                         : ClusterPlan{keys, 0, 0, detail::kClusterStaged};
+        const ClusterPlan plain = plan_cluster_variant<detail::kClusterPlain>(c, keys, 0, dyn_plain, np_plain);
+        const ClusterPlan staged = plan_cluster_variant<detail::kClusterStaged>(c, keys, 0, dyn_staged, np_staged);
         clusters_[c] = choose_staging(plain, staged) ? staged : plain;
-        register_clusters_[c] = kHasRegisterCluster && (np_regs || portable)
-                                    ? plan_cluster_variant<detail::kClusterRegisters>(c, keys, halo, dyn_regs)
-                                    : ClusterPlan{keys, 0, 0, detail::kClusterRegisters};
+        register_clusters_[c] = plan_cluster_variant<detail::kClusterRegisters>(c, keys, halo, dyn_regs, np_regs);
       }
       cluster_why_not_ = max_cluster_size() > 0
                              ? ""
