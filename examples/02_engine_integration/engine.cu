@@ -206,8 +206,7 @@ class Engine {
         layers(batch);
         NOSA_EX_CUDA(cudaStreamEndCapture(stream_, &g));
         cudaGraphExec_t exec;
-        // keep the priority of nosa's transfer stream inside the graph (Decoder's Overlap notes)
-        NOSA_EX_CUDA(cudaGraphInstantiate(&exec, g, cudaGraphInstantiateFlagUseNodePriority));
+        NOSA_EX_CUDA(cudaGraphInstantiate(&exec, g, 0));
         NOSA_EX_CUDA(cudaGraphDestroy(g));
         it = graph_.emplace(batch, exec).first;
       }

@@ -18,19 +18,16 @@
 //   2. select   block ids per (sequence, KV head)                              (DeviceSelector)
 //   3. resident diff against the slot cache, move only the missing blocks    (Residency)
 //   4. attend   split-KV block-sparse attention over the slots, bias per policy (decode_attention)
-// Overlap: the batch is cut into DecodeConfig::overlap_chunks micro-batches after step 1.
-// Selections and attentions run on `stream` in the order select 0, select 1, attend 0, select 2,
-// attend 1, ...; chunk c's diff + transfer runs on an internal side stream as soon as chunk c is
-// selected, so it overlaps chunk c+1's selection and chunk c-1's attention. The side stream has
-// the highest priority: when a transfer and a selection are both waiting for SMs, the transfer's
-// CTAs (which keep the PCIe link busy) are placed first. The last attention waits for the last
-// transfer, which joins the streams before layer_step returns. Each sequence's computation does
-// not depend on the split (the selection's launch shape is pinned for the whole batch:
-// DeviceSelector::pin_shape; fixed split-KV factor; per-entry kernels), so the result is
-// bit-identical for any chunk count and with overlap off. Where the selector cannot promise that
-// per entry (its global path), the whole batch is selected first and only transfers overlap.
-// In a CUDA graph the side stream's priority holds only if the graph is instantiated with
-// cudaGraphInstantiateFlagUseNodePriority.
+// Overlap: the batch is selected in one call, then cut into DecodeConfig::overlap_chunks
+// micro-batches. Chunk c's diff + transfer runs on `stream`; its attention runs on an internal
+// side stream (forked after that transfer), except the last chunk's, which runs on `stream`. So
+// chunk c's attention overlaps chunk c+1's transfer, and the last attention may overlap the
+// others (two attention workspaces): a half-batch attention does not fill the GPU, and putting
+// all attentions on one stream was measured slower (docs/notes/decode_step.md, which also has the
+// slower variant that selected each chunk separately). `stream` waits for the side stream before
+// layer_step returns (also after an error). Each sequence's computation does not depend on the
+// split (fixed split-KV factor, per-entry kernels), so the result is bit-identical for any chunk
+// count and with overlap off.
 //
 // Tensors (device memory, caller-owned, 16-byte aligned; Hq = Hkv * G):
 //   q    [batch][Hq][D] T       post-RoPE queries of the current token
@@ -174,7 +171,7 @@ class Decoder {
                                  &selectors_[l]));
       throw_if_error(selectors_[l].initialize(stream));
     }
-    attn_ws_ = w.at<void>(workspace, off.attention);
+    for (int i = 0; i < 2; ++i) attn_ws_[i] = w.at<void>(workspace, off.attention[i]);
     d_slots_ = w.at<int>(workspace, off.slots);
     d_lens_ = w.at<int>(workspace, off.lens);
     block_ids_ = w.at<int>(workspace, off.block_ids);
@@ -182,10 +179,7 @@ class Decoder {
     slot_ids_ = w.at<int>(workspace, off.slot_ids);
     const Status st = [&]() -> Status {
       NOSA_CUDA_TRY(cudaHostAlloc(reinterpret_cast<void**>(&staging_), 2 * sizeof(int) * cfg_.max_batch, cudaHostAllocDefault));
-      // the side stream carries the transfers: highest priority (see layer_step)
-      int least = 0, greatest = 0;
-      NOSA_CUDA_TRY(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-      NOSA_CUDA_TRY(cudaStreamCreateWithPriority(&side_, cudaStreamNonBlocking, greatest));
+      NOSA_CUDA_TRY(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
       for (auto& e : events_) NOSA_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
       return {};
     }();
@@ -368,19 +362,22 @@ class Decoder {
     sa.block_stride = max_blocks_;
     sa.counts = counts_;
 
-    // Micro-batches (the Overlap paragraph at the top of this file): selections and attentions on
-    // `stream`, each chunk's transfer on the side stream once the chunk is selected.
+    NOSA_RETURN_IF_ERROR(sel.select(sa, stream));
+
+    // Micro-batches: the Overlap paragraph at the top of this file.
     const int chunks = cfg_.overlap ? std::min(batch_, cfg_.overlap_chunks) : 1;
     const int per = (batch_ + chunks - 1) / chunks;
-    if (per >= batch_) {  // one pass on `stream`
-      NOSA_RETURN_IF_ERROR(sel.select(sa, stream));
-      NOSA_RETURN_IF_ERROR(make_resident_chunk(layer, 0, batch_, stream));
-      return attend_chunk(layer, 0, batch_, q, o, lse, stream);
-    }
-    const Status st = overlapped_chunks(layer, sel, sa, per, q, o, lse, stream);
-    if (!st.ok()) {  // the side stream may hold work of this call: `stream` waits for it anyway
-      (void)cudaEventRecord(events_[kForkEvent], side_);
-      (void)cudaStreamWaitEvent(stream, events_[kForkEvent], 0);
+    const Status st = [&]() -> Status {
+      for (int first = 0; first < batch_; first += per) {
+        const int n = std::min(per, batch_ - first);
+        NOSA_RETURN_IF_ERROR(resident_and_attend(layer, first, n, q, o, lse, stream, /*attend_on_side=*/first + n < batch_));
+      }
+      return {};
+    }();
+    if (per < batch_) {  // join the side stream (after an error too: it may hold work of this call)
+      const cudaError_t r = cudaEventRecord(events_[kJoinEvent], side_);
+      const cudaError_t w = r == cudaSuccess ? cudaStreamWaitEvent(stream, events_[kJoinEvent], 0) : r;
+      if (st.ok() && w != cudaSuccess) NOSA_CUDA_TRY(w);
     }
     return st;
   }
@@ -399,7 +396,7 @@ class Decoder {
 
  private:
   struct Offsets {
-    int residency = 0, selector = 0, attention = 0, slots = 0, lens = 0, block_ids = 0, counts = 0, slot_ids = 0;
+    int residency = 0, selector = 0, attention[2] = {0, 0}, slots = 0, lens = 0, block_ids = 0, counts = 0, slot_ids = 0;
   };
 
   void release() {
@@ -433,29 +430,6 @@ class Decoder {
     s.params = c.params;
     return s;
   }
-  /// layer_step's micro-batches of `per` entries (per < batch), after the append: the Overlap
-  /// paragraph at the top of this file. `sa` is the whole batch's selection.
-  Status overlapped_chunks(int layer, Sel& sel, SelectArgs<T> sa, int per, const T* q, T* o, float* lse,
-                           cudaStream_t stream) {
-    bool per_entry = false;
-    NOSA_RETURN_IF_ERROR(sel.pin_shape(&sa, &per_entry));
-    // `stream` -> side: chunk c's selection done (one event: each record is waited on at once)
-    auto hand_over = [&]() -> Status {
-      NOSA_CUDA_TRY(cudaEventRecord(events_[kForkEvent], stream));
-      NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
-      return {};
-    };
-    NOSA_RETURN_IF_ERROR(sel.select(per_entry ? sel.part_of(sa, 0, per) : sa, stream));
-    for (int c = 0, first = 0; first < batch_; ++c, first += per) {
-      const int n = std::min(per, batch_ - first);
-      if (c > 0 && per_entry) NOSA_RETURN_IF_ERROR(sel.select(sel.part_of(sa, first, n), stream));
-      NOSA_RETURN_IF_ERROR(hand_over());
-      NOSA_RETURN_IF_ERROR(make_resident_chunk(layer, first, n, side_));
-      NOSA_CUDA_TRY(cudaEventRecord(resident_event(c), side_));
-      if (c > 0) NOSA_RETURN_IF_ERROR(attend_after_transfer(layer, c - 1, per, q, o, lse, stream));
-    }
-    return attend_after_transfer(layer, chunks_of(per) - 1, per, q, o, lse, stream);
-  }
   /// Attention arguments for batch entries [first, first + n) (pointers offset into the step arrays).
   DecodeAttentionArgs<T> attention_args(int layer, int first, int n, const T* q, T* o, float* lse) const {
     const SlotCacheView<T> s = residency_->slots(layer);
@@ -480,26 +454,19 @@ class Decoder {
     return a;
   }
 
-  /// Makes entries [first, first + n) resident on `stream` (diff + transfer of their blocks).
-  Status make_resident_chunk(int layer, int first, int n, cudaStream_t stream) {
+  /// Makes entries [first, first + n) resident on `stream`, then attends them on `stream` or,
+  /// when attend_on_side, on the side stream (forked after the transfer; layer_step joins it).
+  /// Attentions on the two streams use the two attention workspaces.
+  Status resident_and_attend(int layer, int first, int n, const T* q, T* o, float* lse, cudaStream_t stream,
+                             bool attend_on_side) {
     const std::size_t rows = static_cast<std::size_t>(first) * cfg_.num_kv_heads;
-    return residency_->make_resident(layer, n, d_slots_ + first, d_lens_ + first, block_ids_ + rows * max_blocks_,
-                                     counts_ + rows, max_blocks_, slot_ids_ + rows * max_blocks_, stream);
-  }
-  /// Attends entries [first, first + n) over their slots on `stream`.
-  Status attend_chunk(int layer, int first, int n, const T* q, T* o, float* lse, cudaStream_t stream) {
-    return decode_attention<SlotGeo, T>(attention_args(layer, first, n, q, o, lse), attn_ws_, attn_bytes_, stream);
-  }
-  /// Chunks of `per` entries in the step's batch.
-  int chunks_of(int per) const { return (batch_ + per - 1) / per; }
-  /// side stream -> `stream`: chunk c is resident. Two events by chunk parity: when chunk c - 1's
-  /// attention waits on its record, chunk c's transfer has already recorded the other one.
-  cudaEvent_t resident_event(int c) const { return events_[kResidentEvent + c % 2]; }
-  /// Chunk c's attention on `stream`, after its transfer on the side stream.
-  Status attend_after_transfer(int layer, int c, int per, const T* q, T* o, float* lse, cudaStream_t stream) {
-    NOSA_CUDA_TRY(cudaStreamWaitEvent(stream, resident_event(c), 0));
-    const int first = c * per;
-    return attend_chunk(layer, first, std::min(per, batch_ - first), q, o, lse, stream);
+    NOSA_RETURN_IF_ERROR(residency_->make_resident(layer, n, d_slots_ + first, d_lens_ + first, block_ids_ + rows * max_blocks_,
+                                                   counts_ + rows, max_blocks_, slot_ids_ + rows * max_blocks_, stream));
+    const DecodeAttentionArgs<T> a = attention_args(layer, first, n, q, o, lse);
+    if (!attend_on_side) return decode_attention<SlotGeo, T>(a, attn_ws_[0], attn_bytes_, stream);
+    NOSA_CUDA_TRY(cudaEventRecord(events_[kForkEvent], stream));
+    NOSA_CUDA_TRY(cudaStreamWaitEvent(side_, events_[kForkEvent], 0));
+    return decode_attention<SlotGeo, T>(a, attn_ws_[1], attn_bytes_, side_);
   }
 
   /// Workspace layout and the sizes of its parts: the one code path behind sizes() and the
@@ -529,7 +496,8 @@ class Decoder {
     Offsets& o = p->off;
     o.residency = w.add(p->res_bytes);
     o.selector = w.add(p->sel_bytes * c.num_layers);
-    o.attention = w.add(p->attn_bytes);  // the attentions of a step's chunks run one after another
+    o.attention[0] = w.add(p->attn_bytes);  // attentions on `stream`
+    o.attention[1] = w.add(p->attn_bytes);  // attentions on the side stream (they may run at once)
     const std::size_t table = static_cast<std::size_t>(c.max_batch) * c.num_kv_heads;
     o.slots = w.add(sizeof(int) * c.max_batch);
     o.lens = w.add(sizeof(int) * c.max_batch);
@@ -559,7 +527,7 @@ class Decoder {
   std::optional<Pool> pool_;
   std::optional<Res> residency_;
   std::vector<Sel> selectors_;
-  void* attn_ws_ = nullptr;
+  void* attn_ws_[2] = {nullptr, nullptr};
   int* d_slots_ = nullptr;
   int* d_lens_ = nullptr;
   int* block_ids_ = nullptr;
@@ -567,9 +535,8 @@ class Decoder {
   int* slot_ids_ = nullptr;
   int* staging_ = nullptr;  // pinned: [max_batch] slots, then [max_batch] lengths
   cudaStream_t side_ = nullptr;
-  // events_: `stream` -> side stream (a chunk selected), the staging upload, side -> `stream` (a
-  // chunk resident; two, by chunk parity)
-  enum { kForkEvent = 0, kUploadEvent = 1, kResidentEvent = 2, kNumEvents = 4 };
+  // events_: `stream` -> side stream (a chunk resident), side -> `stream` (the join), the staging upload
+  enum { kForkEvent = 0, kJoinEvent = 1, kUploadEvent = 2, kNumEvents = 3 };
   cudaEvent_t events_[kNumEvents] = {};
   // host bookkeeping
   std::unordered_map<SequenceId, int> slot_of_;

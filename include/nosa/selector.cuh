@@ -7,7 +7,7 @@
 // one of two paths, chosen per call from the config and the batch (SelectArgs::path):
 //   cluster: one thread-block cluster per (entry, KV head) scans, normalizes and pools on chip
 //            (2-byte KeyStore, heads that fit in C CTAs); its kernel (SelectArgs::cluster_scan)
-//            keeps the logits in shared memory or, for grids of more than one wave, in registers;
+//            keeps the logits in shared memory or, for grids of more than 1.5 waves, in registers;
 //   global:  score (split-K, logits + split statistics to global scratch) -> pool.
 // Then select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
 // The result equals host::select_blocks (up to fp32 near-ties in the stage-1 scores).
@@ -92,7 +92,7 @@ inline const char* to_string(SelectPath path) {
 /// in shared memory (plain or cp.async-staged key loads, chosen at create from the occupancy);
 /// kRegisterLogits keeps them in registers behind a deeper cp.async ring (G <= 16, at most
 /// detail::RegisterScan::kMaxKeys keys per CTA). kAuto (default): register logits when the grid
-/// needs more than one wave of them (measured faster there, slower in a single wave:
+/// needs more than 1.5 waves of them (measured faster from 2 waves up, slower within about one:
 /// docs/notes/selector.md), else shared logits. Forcing one is for tests and tuning.
 enum class ClusterScan { kAuto = 0, kSharedLogits = 1, kRegisterLogits = 2 };
 
@@ -390,11 +390,14 @@ class DeviceSelector {
     return scan == ClusterScan::kRegisterLogits ? register_clusters_[c].active : clusters_[c].active;
   }
   /// The cluster kernel cluster_scan = kAuto runs for `batch` entries at cluster size c: register
-  /// logits where usable and the grid (batch x Hkv clusters) needs more than one wave of them.
+  /// logits where usable and the grid (batch x Hkv clusters) needs more than 1.5 waves of them.
+  /// Measured on an H200 (docs/notes/selector.md): the register kernel was 6-16 % faster from 2.06
+  /// waves up and 3-17 % slower at 1.03 and 1.14 waves (its shorter tail matters only over many
+  /// waves; within about one, the shared-logit kernel's staged scan streams faster per CTA).
   ClusterScan cluster_scan_for(int batch, int c) const {
-    return register_scan_usable(c) && static_cast<long long>(batch) * cfg_.num_kv_heads > register_clusters_[c].active
-               ? ClusterScan::kRegisterLogits
-               : ClusterScan::kSharedLogits;
+    const long long clusters = static_cast<long long>(batch) * cfg_.num_kv_heads;
+    return register_scan_usable(c) && 2 * clusters > 3LL * register_clusters_[c].active ? ClusterScan::kRegisterLogits
+                                                                                        : ClusterScan::kSharedLogits;
   }
   /// Cluster size (CTAs per (entry, KV head)) select() uses for a batch of `batch` entries on
   /// `path`; 0 means the global path. Fixed by the config and batch (graph replay stays valid).
