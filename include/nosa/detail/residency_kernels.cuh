@@ -4,7 +4,6 @@
 #pragma once
 
 #include <nosa/config.h>
-#include <nosa/detail/bulk_copy.cuh>
 #include <nosa/host_pool.h>
 #include <nosa/types.h>
 
@@ -45,6 +44,47 @@ NOSA_DEVICE NOSA_FORCEINLINE unsigned long long victim_key(int block, int stamp,
   const unsigned long long st = block >= 0 ? static_cast<unsigned long long>(static_cast<unsigned>(stamp)) : 0ull;
   return (occ << 63) | (st << 24) | static_cast<unsigned long long>(s);
 }
+
+// ---------------------------------------------------------------------------------------------
+// TMA bulk copies (sm_90+): global -> shared with an mbarrier that counts the bytes, and shared
+// -> global in a bulk group. Addresses of shared memory are 32-bit shared-window addresses.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+NOSA_DEVICE NOSA_FORCEINLINE std::uint32_t smem_addr(const void* p) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
+}
+NOSA_DEVICE NOSA_FORCEINLINE void mbar_init(std::uint32_t bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+/// Makes barrier initializations visible to the async proxy (the bulk copies complete on them).
+NOSA_DEVICE NOSA_FORCEINLINE void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+NOSA_DEVICE NOSA_FORCEINLINE void mbar_arrive_expect_tx(std::uint32_t bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+NOSA_DEVICE NOSA_FORCEINLINE void mbar_wait(std::uint32_t bar, unsigned parity) {
+  unsigned done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+NOSA_DEVICE NOSA_FORCEINLINE void bulk_g2s(std::uint32_t dst, const void* src, unsigned bytes, std::uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst), "l"(src),
+               "r"(bytes), "r"(bar)
+               : "memory");
+}
+NOSA_DEVICE NOSA_FORCEINLINE void bulk_s2g(void* dst, std::uint32_t src, unsigned bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst), "r"(src), "r"(bytes) : "memory");
+}
+NOSA_DEVICE NOSA_FORCEINLINE void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+/// Waits until every committed bulk store has read its shared memory (the stage may be refilled).
+NOSA_DEVICE NOSA_FORCEINLINE void bulk_wait_read_all() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+/// Waits until every committed bulk store has completed its writes.
+NOSA_DEVICE NOSA_FORCEINLINE void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+NOSA_DEVICE NOSA_FORCEINLINE void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+#endif
 
 /// Stages of the bulk copy loop: a K or V matrix of one block-head (B x D) in pieces of at most
 /// 16 KiB, kStages of them in flight per CTA (64 KiB of shared memory for B*D*sizeof(T) >= 16 KiB).

@@ -21,7 +21,6 @@
 #pragma once
 
 #include <nosa/config.h>
-#include <nosa/detail/bulk_copy.cuh>
 #include <nosa/detail/selection_math.h>
 #include <nosa/detail/selector_score.cuh>
 #include <nosa/detail/selector_topk.cuh>
@@ -190,12 +189,6 @@ NOSA_DEVICE NOSA_FORCEINLINE void cluster_wait() {
 #ifndef NOSA_REGISTER_SCAN_MAX_TILES
 #define NOSA_REGISTER_SCAN_MAX_TILES 9
 #endif
-// How the ring is filled: 0 = every lane copies its own 16-byte pieces with cp.async (16 per
-// lane per tile at D = 128), 1 = lane 0 of the warp copies the whole tile (16 contiguous key
-// rows) with one TMA bulk copy that completes on a per-slot mbarrier.
-#ifndef NOSA_REGISTER_SCAN_BULK
-#define NOSA_REGISTER_SCAN_BULK 0
-#endif
 
 /// Threads per CTA of the register-scan cluster kernel (the launch uses it; the other cluster
 /// kernels run kScoreThreads).
@@ -263,7 +256,6 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   __shared__ float2 s_comb[W][16];       // per-warp combines of every rank's statistics
   __shared__ float2 s_stat[G];           // this CTA's statistics: read cluster-wide
   __shared__ float s_off[16];            // window_offset per query head
-  __shared__ alignas(8) unsigned long long s_bar[W][NOSA_REGISTER_SCAN_BULK != 0 ? S : 1];  // bulk: one per ring slot
   extern __shared__ float4 cluster_smem4[];
   uint4* s_ring = reinterpret_cast<uint4*>(cluster_smem4);         // [W][S][kPieces][32]
   float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
@@ -285,28 +277,12 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   const int lo = span.lo, hi = span.hi;
 
   const CT* keys = as_cuda(p.st.keys) + sh * p.st.max_nc * D;
-  constexpr bool kBulk = NOSA_REGISTER_SCAN_BULK != 0;
-  constexpr int kSlotWords = R::kPieces * 32;  // uint4 per ring slot (one tile)
-  uint4* const ring = s_ring + warp * S * kSlotWords;  // this warp's slots
-  // per-lane layout (cp.async): piece (pp, kt) of tile slot b at mine[((b * P + pp) * KT + kt) * 32],
-  // each lane reads back only what it copied. Bulk layout: the tile's rows as in global memory,
-  // [16 keys][D], read by every lane (2-way bank conflicts: rows r4 and r4 + 1 share banks).
-  uint4* mine = ring + lane;
+  uint4* mine = s_ring + warp * S * R::kPieces * 32 + lane;  // this lane's pieces: its own column
   auto tile_base = [&](int k) { return lo + (warp + W * k) * R::kTileKeys; };
   auto issue = [&](int k) {  // tile k of this warp into ring slot k % S; an empty group past the end
     const int base = tile_base(k);
-    if constexpr (kBulk) {
-      if (lane == 0 && k < NT && base < hi) {
-        const unsigned bytes = static_cast<unsigned>(min(R::kTileKeys, hi - base) * D * sizeof(CT));
-        const std::uint32_t bar = smem_addr(&s_bar[warp][k % S]);
-        fence_proxy_async_smem();  // the warp's generic reads of this slot (synced) before the async write
-        mbar_arrive_expect_tx(bar, bytes);
-        bulk_g2s(smem_addr(ring + (k % S) * kSlotWords), keys + static_cast<size_t>(base) * D, bytes, bar);
-      }
-    } else {
-      if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, k % S, keys, base, hi, r4, t4);
-      cp_async_commit();
-    }
+    if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, k % S, keys, base, hi, r4, t4);
+    cp_async_commit();
   };
   {  // q fragments first (group 0), then the first key tiles: all in flight together
     const CT* qh = as_cuda(p.q + ih * G * D);
@@ -318,43 +294,25 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
     }
     cp_async_commit();
   }
-  if constexpr (kBulk) {
-    if (lane == 0) {
-      for (int b = 0; b < S; ++b) mbar_init(smem_addr(&s_bar[warp][b]), 1u);
-      mbar_init_fence();
-    }
-    __syncwarp();
-  }
 #pragma unroll
   for (int k = 0; k < S - 1; ++k) issue(k);
-  if constexpr (kBulk) cp_async_wait<0>();  // q landed (this thread's pieces)
-  else cp_async_wait<S - 1>();
-  __syncthreads();  // everyone's
+  cp_async_wait<S - 1>();  // q landed (this thread's pieces)
+  __syncthreads();                // everyone's
 
   const float scale2 = p.scale * kLog2e;
   float lg[NT][KT][4];  // this lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
   float2 run[2] = {make_float2(-INFINITY, 0.f), make_float2(-INFINITY, 0.f)};
 #pragma unroll
   for (int k = 0; k < NT; ++k) {
-    if constexpr (kBulk) __syncwarp();  // every lane has read tile k - 1, whose slot tile k + S - 1 refills
     issue(k + S - 1);
-    if constexpr (!kBulk) cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
+    cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
     const int base = tile_base(k);
     if (base < hi) {  // warp-uniform
       uint4 kv[P][KT];
-      if constexpr (kBulk) {
-        mbar_wait(smem_addr(&s_bar[warp][k % S]), static_cast<unsigned>((k / S) & 1));
-        const uint4* slot = ring + (k % S) * kSlotWords;  // rows past hi hold stale data: their logits are never used
 #pragma unroll
-        for (int pp = 0; pp < P; ++pp)
+      for (int pp = 0; pp < P; ++pp)
 #pragma unroll
-          for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = slot[(kt * 8 + r4) * (D / 8) + 4 * pp + t4];
-      } else {
-#pragma unroll
-        for (int pp = 0; pp < P; ++pp)
-#pragma unroll
-          for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = mine[(((k % S) * P + pp) * KT + kt) * 32];
-      }
+        for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = mine[(((k % S) * P + pp) * KT + kt) * 32];
       float acc[KT][1][4] = {};
       mma_key_tile<CT>(acc, s_a, kv, lane);
 #pragma unroll
@@ -383,7 +341,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
       }
     }
   }
-  if constexpr (!kBulk) cp_async_wait<0>();  // only empty groups remain
+  cp_async_wait<0>();  // only empty groups remain
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const float2 v = quad_softmax_combine(run[half]);
