@@ -528,9 +528,9 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
 TEST_CASE("DeviceSelector: a batch selected in parts with the pinned shape equals one call (bitwise)") {
   // What an engine that selects a batch in micro-batches relies on: pin_shape fixes the whole
   // batch's path, cluster size and cluster kernel, so selecting its halves separately gives the
-  // same ids and counts. The batch
-  // is the smallest whose auto cluster kernel (register logits: more than 1.5 waves) differs from
-  // that of its halves where such a batch exists, so the pin is what keeps the parts equal.
+  // same ids and counts. The batch is the smallest whose auto cluster kernel (register logits:
+  // more than 1.5 waves) differs from that of its halves where such a batch exists, so the pin is
+  // what keeps the parts equal.
   NOSA_REQUIRE_GPU();
   int compared = 0, pinned_differs = 0;
   for (const SelCase& c : nosa_test::compiled_selector_cases()) {
