@@ -724,7 +724,7 @@ class DeviceSelector {
         detail::score_simt_kernel<T, KeyStore, kHeadDim, kGroupSize><<<grid_split, detail::kScoreThreads, 0, stream>>>(p);
       }
       NOSA_CUDA_TRY_LAUNCH("score_kernel");
-      const std::size_t smem = sizeof(float) * (kGroupSize + dims_.pool_window_cap);
+      const std::size_t smem = sizeof(float) * (kGroupSize + (need_pe ? 2 : 1) * dims_.pool_window_cap);
       auto pool = detail::pool_kernel<T, KeyStore, kGroupSize, need_pe>;
       if (smem > 48 * 1024) NOSA_CUDA_TRY(cudaFuncSetAttribute(pool, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
       pool<<<grid_pool, detail::kPoolThreads, smem, stream>>>(p);

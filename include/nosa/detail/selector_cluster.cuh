@@ -154,7 +154,8 @@ __global__ void __launch_bounds__(kScoreThreads)
     return src[j - owner * chunk];
   };
   for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-    pool_block<NeedPe>(p, m, nb - 1, r.nc, cb, window_s, p.pq + ih * p.max_nb, p.pe + ih * p.max_nb);
+    pool_block<NeedPe>(p, m, nb - 1, r.nc, window_s, [&](int j) { return cb[j]; }, p.pq + ih * p.max_nb,
+                       p.pe + ih * p.max_nb);
   cluster.sync();  // keep this CTA's S alive until every CTA has pooled
 #endif
 }
@@ -284,13 +285,20 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
     if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, k % S, keys, base, hi, r4, t4);
     cp_async_commit();
   };
-  {  // q fragments first (group 0), then the first key tiles: all in flight together
+  {  // q fragments and (NeedPe) the compressed scores of [lo, hi) first (group 0), then the first
+     // key tiles: all in flight together. The scores wait in s_S (free until S is formed), so the
+     // Pe pooling after the scan reads shared memory instead of waiting on a few dependent global
+     // loads per block while the other CTAs still stream keys.
     const CT* qh = as_cuda(p.q + ih * G * D);
     for (int e = threadIdx.x; e < P * 32; e += blockDim.x) {
       const int l = e % 32, pp = e / 32;
       const int row = l >> 2, d = 32 * pp + 8 * (l & 3);
       cp_async_16(&s_a[0][pp][l][0], row < G ? qh + static_cast<size_t>(row) * D + d : qh, row < G ? 16 : 0);
       cp_async_16(&s_a[0][pp][l][1], row + 8 < G ? qh + static_cast<size_t>(row + 8) * D + d : qh, row + 8 < G ? 16 : 0);
+    }
+    if constexpr (NeedPe) {
+      const float* cb = p.st.cbias + sh * p.st.max_nc;
+      for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) cp_async_4(s_S + (j - lo), cb + j, 4);
     }
     cp_async_commit();
   }
@@ -350,12 +358,14 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   write_split_stats<16, W>(s_warp, s_stat, G);
   cluster_arrive();  // s_stat published
 
-  // Pe needs only the compressed scores: pooled while the other CTAs finish their scans
+  // Pe needs only the compressed scores (in s_S since group 0 landed): pooled while the other
+  // CTAs finish their scans; the barriers of the statistics combine below order these reads
+  // before S overwrites s_S
   float* pq = p.pq + ih * p.max_nb;
   if constexpr (NeedPe) {
-    const float* cb = p.st.cbias + sh * p.st.max_nc;
     float* pe = p.pe + ih * p.max_nb;
-    for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x) pe[m] = pool_pe(p, m, nb - 1, r.nc, cb);
+    for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
+      pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
   }
   cluster_wait();
 

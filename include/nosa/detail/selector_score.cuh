@@ -50,7 +50,7 @@ struct SelectParams {
   int max_seq_len;
   int block_size;
   int sink, local, query_aware, budget;
-  int pool_window_cap;   ///< shared-memory floats of the pooling kernel
+  int pool_window_cap;   ///< windows one pooling CTA covers (length of its shared S and bc arrays)
   int cluster_keys;      ///< cluster path: compressed keys one CTA holds (>= score_chunk(nc, splits))
   int select_smem;       ///< 1: the select kernel stages Pq/Pe in dynamic shared memory
   float scale;           ///< 1 / sqrt(D), computed on the host as the reference does

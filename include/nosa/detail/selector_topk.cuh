@@ -3,7 +3,7 @@
 // pool_kernel  grid (splits, Hkv, batch), global path: combines the split softmax statistics,
 //              forms S[j] = sum_g exp(logit_gj - M_g) / den_g (window_score, base 2) for the
 //              windows of its block range, max-pools S and bc to blocks (Pq, Pe), forces
-//              sink/local/current. window_score and pool_block are shared with the cluster path.
+//              sink/local/current. window_score, pool_pq and pool_block are shared with the cluster path.
 // select_kernel grid (Hkv, batch): top-k by radix select on order-preserving 32-bit keys
 //              (up to 4 passes of 8 bits over a shared histogram, stopping once a bin holds
 //              exactly the keys still needed) to find where the k-th score lies, then one
@@ -55,18 +55,13 @@ NOSA_DEVICE NOSA_FORCEINLINE float pool_pq(const P& p, int m, int cur, int nc, W
   return v;
 }
 
-/// Pe[m] of block m: the same pooling of the compressed agnostic scores cb.
-template <class P>
-NOSA_DEVICE NOSA_FORCEINLINE float pool_pe(const P& p, int m, int cur, int nc, const float* cb) {
-  return pool_pq(p, m, cur, nc, [&](int j) { return cb[j]; });
-}
-
-/// Pq[m] (and Pe[m] when NeedPe) of block m, written to pq[m] / pe[m].
-template <bool NeedPe, class P, class WindowS>
-NOSA_DEVICE NOSA_FORCEINLINE void pool_block(const P& p, int m, int cur, int nc, const float* cb, WindowS window_s,
+/// Pq[m] and (NeedPe) Pe[m] of block m, from window_s(j) = S of window j and window_cb(j) = its
+/// compressed agnostic score (Pe is the same pooling of those), written to pq[m] / pe[m].
+template <bool NeedPe, class P, class WindowS, class WindowCb>
+NOSA_DEVICE NOSA_FORCEINLINE void pool_block(const P& p, int m, int cur, int nc, WindowS window_s, WindowCb window_cb,
                                              float* pq, float* pe) {
   pq[m] = pool_pq(p, m, cur, nc, window_s);
-  if (NeedPe) pe[m] = pool_pe(p, m, cur, nc, cb);
+  if constexpr (NeedPe) pe[m] = pool_pq(p, m, cur, nc, window_cb);
 }
 
 template <class T, class KS, int G, bool NeedPe>
@@ -74,6 +69,7 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constan
   extern __shared__ float pool_smem[];
   float* sOff = pool_smem;       // [G] window_offset of query head g
   float* sS = pool_smem + G;     // [pool_window_cap]
+  float* sCb = sS + p.pool_window_cap;  // [pool_window_cap] (NeedPe) the windows' compressed scores
   const int split = blockIdx.x, h = blockIdx.y, i = blockIdx.z;
   const int H = p.st.num_kv_heads;
   int slot, len;
@@ -110,14 +106,17 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const __grid_constan
   const WindowRange hi = windows_overlapping_block(m1 - 1, B, c, s, nc);
   const int jw0 = lo.first, jw1 = hi.last;
   const float* logits = p.logits + ih * G * p.ld;
-  for (int j = jw0 + threadIdx.x; j <= jw1; j += blockDim.x)
+  const float* cb = p.st.cbias + (static_cast<size_t>(slot) * H + h) * p.st.max_nc;
+  // the windows' compressed scores are loaded beside their logits (one latency for both), not
+  // in the pooling loop, where each block's dependent loads would wait one after the other
+  for (int j = jw0 + threadIdx.x; j <= jw1; j += blockDim.x) {
     sS[j - jw0] = window_score<G>([&](int g) { return logits[static_cast<size_t>(g) * p.ld + j]; }, sOff);
+    if constexpr (NeedPe) sCb[j - jw0] = cb[j];
+  }
   __syncthreads();
-  const size_t sh = static_cast<size_t>(slot) * H + h;
-  const float* cb = p.st.cbias + sh * p.st.max_nc;
   for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-    pool_block<NeedPe>(p, m, nb - 1, nc, cb, [&](int j) { return sS[j - jw0]; }, p.pq + ih * p.max_nb,
-                       p.pe + ih * p.max_nb);
+    pool_block<NeedPe>(p, m, nb - 1, nc, [&](int j) { return sS[j - jw0]; }, [&](int j) { return sCb[j - jw0]; },
+                       p.pq + ih * p.max_nb, p.pe + ih * p.max_nb);
 }
 
 /// Order-preserving map float -> uint32 (larger float -> larger key); -0 is treated as +0, as
