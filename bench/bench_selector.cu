@@ -5,8 +5,10 @@
 //   BM_Select/<path>  the whole selection (stage 1 + two-stage top-k)
 //   BM_Stage1Scan/<kernel>  stage 1 on the cluster path with its kernel forced (shared_logits,
 //                     register_logits; SelectArgs::cluster_scan): tunes cluster_scan_for
-//   BM_ClusterSize    stage 1 on the cluster path at a forced cluster size (2..16; sizes this
-//                     device cannot run for the shape are skipped): tunes choose_cluster
+//   BM_ClusterSize/<kernel>  stage 1 on the cluster path at a forced cluster size (2..16; sizes
+//                     this device cannot run for the shape are skipped), with the kernel auto
+//                     (cluster_scan_for) or forced (register_logits): tunes choose_cluster and the
+//                     register scan's build-time shape (NOSA_REGISTER_SCAN_*)
 // <path> is global or cluster ("auto" would be cluster for every shape here).
 // Counters: key_bytes (compressed keys read per call), GBps (key_bytes / time), pct_ceiling
 // (GBps / the device-to-device copy bandwidth measured once in this binary, counting read +
@@ -113,7 +115,8 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
     cudaFree(ws);
     return state.SkipWithError("cluster path (or this cluster size) not usable for this shape on this device");
   }
-  if (scan == nosa::ClusterScan::kRegisterLogits && !sel.register_scan_usable(sel.cluster_size_for(batch, path))) {
+  if (scan == nosa::ClusterScan::kRegisterLogits &&
+      !sel.register_scan_usable(cluster_size > 0 ? cluster_size : sel.cluster_size_for(batch, path))) {
     cudaFree(ws);
     return state.SkipWithError("register-logit cluster kernel not usable for this shape on this device");
   }
@@ -206,8 +209,8 @@ void BM_Stage1Scan(benchmark::State& state, nosa::ClusterScan scan) {
   run(state, What::kStage1, nosa::SelectPath::kCluster, 0, scan);
 }
 void BM_Select(benchmark::State& state, nosa::SelectPath path) { run(state, What::kSelect, path, 0); }
-void BM_ClusterSize(benchmark::State& state) {
-  run(state, What::kStage1, nosa::SelectPath::kCluster, static_cast<int>(state.range(3)));
+void BM_ClusterSize(benchmark::State& state, nosa::ClusterScan scan) {
+  run(state, What::kStage1, nosa::SelectPath::kCluster, static_cast<int>(state.range(3)), scan);
 }
 
 void shapes(benchmark::internal::Benchmark* b) {
@@ -232,5 +235,6 @@ BENCHMARK_CAPTURE(BM_Stage1Scan, shared_logits, nosa::ClusterScan::kSharedLogits
 BENCHMARK_CAPTURE(BM_Stage1Scan, register_logits, nosa::ClusterScan::kRegisterLogits)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, global, nosa::SelectPath::kGlobal)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
-BENCHMARK(BM_ClusterSize)->Apply(cluster_sizes);
+BENCHMARK_CAPTURE(BM_ClusterSize, auto, nosa::ClusterScan::kAuto)->Apply(cluster_sizes);
+BENCHMARK_CAPTURE(BM_ClusterSize, register_logits, nosa::ClusterScan::kRegisterLogits)->Apply(cluster_sizes);
 BENCHMARK_MAIN();
