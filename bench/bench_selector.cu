@@ -122,6 +122,7 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   }
   cudaStream_t s;
   NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  if (!sel.initialize(s).ok()) return state.SkipWithError("initialize failed");
   const auto& st = sel.state();
   const int nc = sel.max_compressed();
   const size_t nkeys = size_t(batch) * hkv * nc * Geo::head_dim;

@@ -701,6 +701,19 @@ class DeviceSelector {
     return lc;
   }
 
+  /// Clusters of a persistent launch of the register cluster kernel for `batch` entries (0: one
+  /// cluster per (entry, head), grid (C, Hkv, batch)). Persistent, `active` clusters (as many
+  /// as the device holds at once) each take every active-th job, and start the next job's loads
+  /// while the current one ends. Measured on an H100 against one cluster per job
+  /// (docs/notes/selector.md): 2-5 % faster between 3 and 6 waves of clusters (16 x 8 and
+  /// 64 x 2 at 128K: 4.6 waves), 1-2 % slower at 2 waves, 2-5 % slower from 9 waves up (the
+  /// hardware's order of clusters balances SMs of different streaming rates; a fixed order
+  /// does not), equal at one wave.
+  int persistent_clusters(int batch, int active) const {
+    const long long jobs = static_cast<long long>(batch) * cfg_.num_kv_heads;
+    return active > 0 && jobs > 3LL * active && jobs <= 6LL * active ? active : 0;
+  }
+
   /// Stage 1 on the chosen path: the cluster kernel, or score + pool (nothing for dense).
   Status launch_stage1(const detail::SelectParams<T, KeyStore>& p, int batch, int cluster, const ClusterPlan* plan,
                        cudaStream_t stream) const {
@@ -708,10 +721,12 @@ class DeviceSelector {
       constexpr bool need_pe = kKind == SelectorKind::kNosa;
       if constexpr (sizeof(KeyStore) == 2) {
         if (cluster > 0) {
+          const int persistent = plan->variant == detail::kClusterRegisters ? persistent_clusters(batch, plan->active) : 0;
+          const dim3 grid = persistent > 0 ? dim3(static_cast<unsigned>(cluster), static_cast<unsigned>(persistent), 1)
+                                           : dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch);
           cudaLaunchAttribute attr;
           const cudaLaunchConfig_t lc =
-              cluster_launch_config(cluster, plan->variant, dim3(static_cast<unsigned>(cluster), cfg_.num_kv_heads, batch),
-                                    static_cast<std::size_t>(plan->smem), stream, &attr);
+              cluster_launch_config(cluster, plan->variant, grid, static_cast<std::size_t>(plan->smem), stream, &attr);
           NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, cluster_kernel_for(plan->variant), p));
           return {};
         }
@@ -775,6 +790,7 @@ class DeviceSelector {
     p.pe = pe_;
     p.block_ids = a.block_ids;
     p.counts = a.counts;
+    p.batch = a.batch;
     p.block_stride = a.block_stride;
     p.ld = dims_.ld;
     p.splits = cluster > 0 ? cluster : choose_splits(a.batch);  // cluster path: CTAs per head

@@ -219,6 +219,9 @@ class Impl final : public SelectorHandle {
   int key_store_bytes() const override { return static_cast<int>(sizeof(KS)); }
   int scan_splits(int batch) const override { return sel_.splits_for(batch); }
   int resident_scan_ctas() const override { return sel_.resident_scan_ctas(); }
+  int resident_register_clusters(int c) const override {
+    return sel_.resident_clusters(c, nosa::ClusterScan::kRegisterLogits);
+  }
 
  private:
   cudaStream_t stream_{};

@@ -83,6 +83,8 @@ class SelectorHandle {
   /// Split-K factor of the compressed-key scan for a batch of this size.
   virtual int scan_splits(int batch) const = 0;
   virtual int resident_scan_ctas() const = 0;
+  /// Clusters of the register-logit cluster kernel at cluster size c the device holds at once.
+  virtual int resident_register_clusters(int c) const = 0;
 };
 
 /// nullptr with a not_supported status naming the compiled-in cases if `c` is not compiled.

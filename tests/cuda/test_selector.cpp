@@ -229,7 +229,7 @@ std::vector<PathChoice> paths_of(const SelectorHandle& sel, int batch) {
 }
 
 /// Selects on the GPU for (slots, lens) on every path of paths_of and compares every
-/// (entry, head) of each with the host.
+/// (entry, head) of each with the host; idle entries (length 0) must select nothing.
 void check_select(SelectorHandle& sel, const Model& model, const nosa::SelectionParams& sp, const std::vector<const Seq*>& seqs,
                   const std::vector<int>& slots, const std::vector<int>& lens, unsigned qseed, Tally* tally,
                   bool graph = false) {
@@ -258,6 +258,12 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
   for (int i = 0; i < batch; ++i) {
     for (int h = 0; h < H; ++h) {
       const long long T = lens[i];
+      if (T == 0) {
+        for (const PathRun& r : runs)
+          CHECK_MESSAGE(r.counts[static_cast<size_t>(i) * H + h] == 0, "idle entry " << i << " head " << h << " path "
+                                                                        << int(r.path) << " cluster_size " << r.cluster_size);
+        continue;
+      }
       const HostHead hh = host_head(c, H, *seqs[i], h, T, sp);
       std::vector<float> qf(static_cast<size_t>(G) * D);
       for (size_t e = 0; e < qf.size(); ++e) qf[e] = from_bits(q[(static_cast<size_t>(i) * H + h) * G * D + e], c.fp16);
@@ -523,6 +529,62 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
               total.compared, total.global, total.cluster, total.register_scan, total.skipped);
   MESSAGE("fixed-split batch: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
   CHECK(total.compared > 0);
+}
+
+TEST_CASE("DeviceSelector: the persistent register cluster kernel takes many jobs per cluster, idle entries among them") {
+  // 64 entries x 8 KV heads = 512 (entry, head) jobs: more than the register kernel's resident
+  // clusters at every cluster size; where that is 3 to 6 waves of them, the kernel runs
+  // persistent (each cluster takes several jobs, and loads the next one's while the current one
+  // ends), elsewhere one cluster per job. Idle entries (length 0) sit among the first jobs of
+  // the clusters and among the later ones, which are skipped; one entry has a single token. Run
+  // directly and as three replays of a CUDA graph.
+  NOSA_REQUIRE_GPU();
+  Tally total;
+  for (const SelCase& c : nosa_test::compiled_selector_cases()) {
+    if (!(c.block_size == 64 && c.head_dim == 128 && c.group_size == 16 && c.kind == nosa::SelectorKind::kNosa &&
+          !c.fp16 && !c.float_store))
+      continue;
+    INFO(c.name());
+    const int H = 8, kBatch = 64;
+    Model model(c, H, 23);
+    nosa::SelectionParams sp;
+    SelConfig cfg;
+    cfg.max_sequences = kBatch, cfg.num_kv_heads = H, cfg.max_batch = kBatch, cfg.max_tokens = 8192, cfg.params = sp;
+    auto sel = make(c);
+    REQUIRE(sel->create(cfg).ok());
+    const std::vector<int> regs = sel->register_scan_sizes();
+    if (regs.empty()) {
+      MESSAGE("no register cluster kernel on this device: skipped");
+      continue;
+    }
+    for (int cs : regs) {
+      INFO("cluster size " << cs);
+      CHECK(sel->resident_register_clusters(cs) < kBatch * H);
+    }
+    // check_select forces cluster size 5 among others: on an H100 or H200 (132 SMs, 4 CTAs per
+    // SM) 99 clusters at once, 5.2 waves for 512 jobs, so that run is persistent
+    const bool five = std::find(regs.begin(), regs.end(), 5) != regs.end();
+    const int active5 = five ? sel->resident_register_clusters(5) : 0;
+    MESSAGE("cluster size 5: " << active5 << " register clusters at once, persistent for 512 jobs: "
+                               << (kBatch * H > 3 * active5 && kBatch * H <= 6 * active5));
+    std::vector<Seq> seqs;
+    std::vector<int> slots, lens;
+    for (int i = 0; i < kBatch; ++i) {
+      const int T = i % 5 == 0 ? 0 : i == 7 ? 1 : 8192 - 37 * i;
+      seqs.push_back(model.make_seq(std::max(T, 1), 200 + i));
+      if (T > 0) REQUIRE(sel->append_prompt(i, T, seqs.back().k.data(), seqs.back().bias.data()).ok());
+      slots.push_back(i);
+      lens.push_back(T);
+    }
+    std::vector<const Seq*> ptrs;
+    for (const Seq& s : seqs) ptrs.push_back(&s);
+    check_select(*sel, model, sp, ptrs, slots, lens, 43, &total);
+    check_select(*sel, model, sp, ptrs, slots, lens, 47, &total, /*graph=*/true);
+  }
+  std::printf("[selector] persistent register kernel: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
+  MESSAGE("persistent register kernel: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
+  if (nosa_test::cluster_path_expected()) CHECK(total.register_scan > 0);
 }
 
 TEST_CASE("DeviceSelector: a batch selected in parts with the pinned shape equals one call (bitwise)") {

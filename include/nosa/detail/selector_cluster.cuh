@@ -66,25 +66,32 @@ constexpr std::size_t cluster_smem_bytes(int keys) {
   return (sizeof(float) * floats + 15) / 16 * 16 + ClusterScan<T, D, G, Stages>::kStageBytes;
 }
 
-/// Where a cluster CTA stands: cluster size C and its rank, its key range r of entry blockIdx.z,
-/// KV head blockIdx.y, and the rows of that (entry, head) in q (ih) and in the state (sh).
+/// Where a cluster CTA stands: cluster size C and its rank, its key range r of one (entry, KV
+/// head) job, and the rows of that (entry, head) in q (ih) and in the state (sh).
 struct ClusterCta {
   int C, rank;
   ScanRange r;
   size_t ih, sh;
 };
 
-/// Fills *cta; false when the entry is invalid or empty (the same answer in every CTA of a
-/// cluster, so a cluster returns as a whole before its first barrier).
-template <class T, class KS, class Cluster>
-NOSA_DEVICE NOSA_FORCEINLINE bool cluster_cta(const SelectParams<T, KS>& p, const Cluster& cluster, ClusterCta* cta) {
-  cta->C = static_cast<int>(cluster.num_blocks());
-  cta->rank = static_cast<int>(cluster.block_rank());
-  const int h = blockIdx.y, i = blockIdx.z, H = p.st.num_kv_heads;
-  if (!scan_range(p, i, cta->rank, cta->C, &cta->r)) return false;
+/// Fills *cta for job = entry * Hkv + head; false when the entry is invalid or empty (the same
+/// answer in every CTA of a cluster, so a cluster skips the job as a whole, before any barrier).
+template <class T, class KS>
+NOSA_DEVICE NOSA_FORCEINLINE bool cluster_job(const SelectParams<T, KS>& p, int C, int rank, int job, ClusterCta* cta) {
+  const int H = p.st.num_kv_heads, i = job / H, h = job - i * H;
+  cta->C = C;
+  cta->rank = rank;
+  if (!scan_range(p, i, rank, C, &cta->r)) return false;
   cta->ih = static_cast<size_t>(i) * H + h;
   cta->sh = static_cast<size_t>(cta->r.slot) * H + h;
   return true;
+}
+
+/// The job of a cluster of the grid (C, Hkv, batch): entry blockIdx.z, KV head blockIdx.y.
+template <class T, class KS, class Cluster>
+NOSA_DEVICE NOSA_FORCEINLINE bool cluster_cta(const SelectParams<T, KS>& p, const Cluster& cluster, ClusterCta* cta) {
+  return cluster_job(p, static_cast<int>(cluster.num_blocks()), static_cast<int>(cluster.block_rank()),
+                     static_cast<int>(blockIdx.z) * p.st.num_kv_heads + static_cast<int>(blockIdx.y), cta);
 }
 
 template <class T, class KS, int D, int G, bool NeedPe, int Stages>
@@ -230,15 +237,37 @@ constexpr std::size_t register_cluster_smem_bytes(int keys) {
   return RegisterScan<T, D, G>::kStageBytes + (sizeof(float) * static_cast<std::size_t>(keys) + 15) / 16 * 16;
 }
 
-/// The cluster kernel with the register-logit scan: same grid and results contract as
+/// The keys [lo, hi) a register-scan CTA reads for job cta, the blocks [m0, m1) it pools (of nb).
+struct RegisterScanJob {
+  int nb, m0, m1, lo, hi;
+};
+template <class T, class KS>
+NOSA_DEVICE NOSA_FORCEINLINE RegisterScanJob register_scan_job(const SelectParams<T, KS>& p, const ClusterCta& cta) {
+  RegisterScanJob j;
+  j.nb = num_blocks(cta.r.len, p.block_size);
+  j.m0 = cluster_block_begin(cta.rank, cta.C, cta.r.chunk, p.st.stride, p.block_size, j.nb);
+  j.m1 = cluster_block_begin(cta.rank + 1, cta.C, cta.r.chunk, p.st.stride, p.block_size, j.nb);
+  const KeySpan span = cluster_scan_span(cta.r.j0, cta.r.j1, j.m0, j.m1, p.block_size, p.st.window, p.st.stride, cta.r.nc);
+  j.lo = span.lo;
+  j.hi = span.hi;
+  return j;
+}
+
+/// The cluster kernel with the register-logit scan: same results contract as
 /// score_pool_cluster_kernel. Each CTA also scans the few neighbouring keys whose windows its
 /// blocks overlap (their logits only feed S, not its softmax statistics), so S never crosses
-/// CTAs: one exchange of statistics is the only cluster-wide dependency. Order of a CTA:
-///   q fragments (cp.async, with the first key tiles) -> scan of [lo, hi) (statistics over its own
-///   [j0, j1)) -> arrive -> Pe of its blocks (compressed scores only) -> wait -> every rank's
-///   statistics read through DSMEM, combined in a fixed order -> arrive -> S and Pq of its blocks
-///   from registers and its own shared memory -> wait (no CTA exits while another may still read
-///   its statistics).
+/// CTAs: one exchange of statistics is the only cluster-wide dependency.
+/// Jobs: (entry, head) pairs, job = entry * Hkv + head. Grid (C, Hkv, batch): one job per
+/// cluster. Grid (C, clusters, 1) (DeviceSelector::persistent_clusters): cluster c takes the
+/// jobs c, c + clusters, ... Order of a CTA per job:
+///   scan of [lo, hi) (statistics over its own [j0, j1)) -> q fragments and the first key tiles
+///   of its next job (cp.async: they stream while this job ends) -> arrive -> Pe of its blocks
+///   (compressed scores only) -> wait -> every rank's statistics read through DSMEM, combined in
+///   a fixed order -> arrive -> S and Pq of its blocks from registers and its own shared memory
+///   -> wait (no CTA moves on while another may still read its statistics).
+/// Without the prefetch a CTA would stream nothing from the end of its scan to the start of the
+/// next job's (barrier waits, combine, S, pooling: about a quarter of its time at 128K, measured
+/// in docs/notes/selector.md).
 template <class T, class KS, int D, int G, bool NeedPe>
 __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
     score_pool_cluster_registers_kernel(const __grid_constant__ SelectParams<T, KS> p) {
@@ -262,160 +291,184 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
 
   cg::cluster_group cluster = cg::this_cluster();
-  ClusterCta cta;
-  if (!cluster_cta(p, cluster, &cta)) return;  // same decision in every CTA of the cluster
-  const int C = cta.C, rank = cta.rank;
-  const ScanRange& r = cta.r;
-  const size_t ih = cta.ih, sh = cta.sh;
+  const int C = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
+  const int jobs = p.batch * p.st.num_kv_heads, job_stride = static_cast<int>(gridDim.y * gridDim.z);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int t4 = lane & 3, r4 = lane >> 2;
-
-  // the blocks this CTA pools, and the keys [lo, hi) whose windows they overlap
-  const int nb = num_blocks(r.len, p.block_size);
-  const int m0 = cluster_block_begin(rank, C, r.chunk, p.st.stride, p.block_size, nb);
-  const int m1 = cluster_block_begin(rank + 1, C, r.chunk, p.st.stride, p.block_size, nb);
-  const KeySpan span = cluster_scan_span(r.j0, r.j1, m0, m1, p.block_size, p.st.window, p.st.stride, r.nc);
-  const int lo = span.lo, hi = span.hi;
-
-  const CT* keys = as_cuda(p.st.keys) + sh * p.st.max_nc * D;
   uint4* mine = s_ring + warp * S * R::kPieces * 32 + lane;  // this lane's pieces: its own column
-  auto tile_base = [&](int k) { return lo + (warp + W * k) * R::kTileKeys; };
-  auto issue = [&](int k) {  // tile k of this warp into ring slot k % S; an empty group past the end
-    const int base = tile_base(k);
-    if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, k % S, keys, base, hi, r4, t4);
-    cp_async_commit();
+
+  // the next job of this cluster from `job` on (jobs when none): the same in every CTA
+  auto next_job = [&](int job, ClusterCta* cta) {
+    while (job < jobs && !cluster_job(p, C, rank, job, cta)) job += job_stride;
+    return job;
   };
-  {  // q fragments and (NeedPe) the compressed scores of [lo, hi) first (group 0), then the first
-     // key tiles: all in flight together. The scores wait in s_S (free until S is formed), so the
-     // Pe pooling after the scan reads shared memory instead of waiting on a few dependent global
-     // loads per block while the other CTAs still stream keys.
-    const CT* qh = as_cuda(p.q + ih * G * D);
+  auto keys_of = [&](const ClusterCta& cta) { return as_cuda(p.st.keys) + cta.sh * p.st.max_nc * D; };
+  // tile k of this warp of the range [lo, hi) into ring slot k % S; an empty group past the end
+  auto issue_tile = [&](const CT* keys, int lo, int hi, int k) {
+    const int base = lo + (warp + W * k) * R::kTileKeys;
+    if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, k % S, keys, base, hi, r4, t4);
+  };
+  // the head of a job: q fragments (one group), then its first S - 1 key tiles (a group each).
+  // s_a must be free: every warp past its mma.
+  auto issue_head = [&](const ClusterCta& cta, const RegisterScanJob& js) {
+    const CT* qh = as_cuda(p.q + cta.ih * G * D);
     for (int e = threadIdx.x; e < P * 32; e += blockDim.x) {
       const int l = e % 32, pp = e / 32;
       const int row = l >> 2, d = 32 * pp + 8 * (l & 3);
       cp_async_16(&s_a[0][pp][l][0], row < G ? qh + static_cast<size_t>(row) * D + d : qh, row < G ? 16 : 0);
       cp_async_16(&s_a[0][pp][l][1], row + 8 < G ? qh + static_cast<size_t>(row + 8) * D + d : qh, row + 8 < G ? 16 : 0);
     }
-    if constexpr (NeedPe) {
-      const float* cb = p.st.cbias + sh * p.st.max_nc;
-      for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) cp_async_4(s_S + (j - lo), cb + j, 4);
-    }
     cp_async_commit();
-  }
+    const CT* keys = keys_of(cta);
 #pragma unroll
-  for (int k = 0; k < S - 1; ++k) issue(k);
-  cp_async_wait<S - 1>();  // q landed (this thread's pieces)
-  __syncthreads();                // everyone's
+    for (int k = 0; k < S - 1; ++k) {
+      issue_tile(keys, js.lo, js.hi, k);
+      cp_async_commit();
+    }
+  };
 
+  ClusterCta cta;
+  int job = next_job(static_cast<int>(blockIdx.y + gridDim.y * blockIdx.z), &cta);
+  if (job >= jobs) return;  // the whole cluster: nothing to do
+  RegisterScanJob js = register_scan_job(p, cta);
+  issue_head(cta, js);
   const float scale2 = p.scale * kLog2e;
-  float lg[NT][KT][4];  // this lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
-  float2 run[2] = {make_float2(-INFINITY, 0.f), make_float2(-INFINITY, 0.f)};
+  for (;;) {
+    const ScanRange& r = cta.r;
+    const int lo = js.lo, hi = js.hi, nb = js.nb, m0 = js.m0, m1 = js.m1;
+    const CT* keys = keys_of(cta);
+    auto tile_base = [&](int k) { return lo + (warp + W * k) * R::kTileKeys; };
+    cp_async_wait<S - 1>();  // q landed (this thread's pieces)
+    __syncthreads();         // everyone's; and the previous job's reads of s_S are over
+
+    float lg[NT][KT][4];  // this lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
+    float2 run[2] = {make_float2(-INFINITY, 0.f), make_float2(-INFINITY, 0.f)};
 #pragma unroll
-  for (int k = 0; k < NT; ++k) {
-    issue(k + S - 1);
-    cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
-    const int base = tile_base(k);
-    if (base < hi) {  // warp-uniform
-      uint4 kv[P][KT];
+    for (int k = 0; k < NT; ++k) {
+      issue_tile(keys, lo, hi, k + S - 1);
+      if (NeedPe && k == 0) {  // the compressed scores of [lo, hi) wait in s_S (free until S is
+                               // formed), so the Pe pooling after the scan reads shared memory
+        const float* cb = p.st.cbias + cta.sh * p.st.max_nc;
+        for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) cp_async_4(s_S + (j - lo), cb + j, 4);
+      }
+      cp_async_commit();
+      cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
+      const int base = tile_base(k);
+      if (base < hi) {  // warp-uniform
+        uint4 kv[P][KT];
 #pragma unroll
-      for (int pp = 0; pp < P; ++pp)
+        for (int pp = 0; pp < P; ++pp)
 #pragma unroll
-        for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = mine[(((k % S) * P + pp) * KT + kt) * 32];
-      float acc[KT][1][4] = {};
-      mma_key_tile<CT>(acc, s_a, kv, lane);
+          for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = mine[(((k % S) * P + pp) * KT + kt) * 32];
+        float acc[KT][1][4] = {};
+        mma_key_tile<CT>(acc, s_a, kv, lane);
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float vmax = -INFINITY;
+        for (int half = 0; half < 2; ++half) {
+          float vmax = -INFINITY;
 #pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          const int j = base + kt * 8 + 2 * t4;
+          for (int kt = 0; kt < KT; ++kt) {
+            const int j = base + kt * 8 + 2 * t4;
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float x = acc[kt][0][2 * half + e] * scale2;
-            lg[k][kt][2 * half + e] = x;
-            if (j + e >= r.j0 && j + e < r.j1) vmax = fmaxf(vmax, x);  // statistics: own keys only
+            for (int e = 0; e < 2; ++e) {
+              const float x = acc[kt][0][2 * half + e] * scale2;
+              lg[k][kt][2 * half + e] = x;
+              if (j + e >= r.j0 && j + e < r.j1) vmax = fmaxf(vmax, x);  // statistics: own keys only
+            }
           }
-        }
-        if (vmax == -INFINITY) continue;
-        float2 cur = raise_running_max(run[half], vmax);
+          if (vmax == -INFINITY) continue;
+          float2 cur = raise_running_max(run[half], vmax);
 #pragma unroll
-        for (int kt = 0; kt < KT; ++kt) {
-          const int j = base + kt * 8 + 2 * t4;
+          for (int kt = 0; kt < KT; ++kt) {
+            const int j = base + kt * 8 + 2 * t4;
 #pragma unroll
-          for (int e = 0; e < 2; ++e)
-            if (j + e >= r.j0 && j + e < r.j1) cur.y += exp2f(lg[k][kt][2 * half + e] - cur.x);
+            for (int e = 0; e < 2; ++e)
+              if (j + e >= r.j0 && j + e < r.j1) cur.y += exp2f(lg[k][kt][2 * half + e] - cur.x);
+          }
+          run[half] = cur;
         }
-        run[half] = cur;
       }
     }
-  }
-  cp_async_wait<0>();  // only empty groups remain
+    cp_async_wait<0>();  // the scores in s_S (only empty groups besides)
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const float2 v = quad_softmax_combine(run[half]);
-    if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
-  }
-  write_split_stats<16, W>(s_warp, s_stat, G);
-  cluster_arrive();  // s_stat published
+    for (int half = 0; half < 2; ++half) {
+      const float2 v = quad_softmax_combine(run[half]);
+      if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
+    }
+    write_split_stats<16, W>(s_warp, s_stat, G);  // starts with __syncthreads: s_a and the ring are free
 
-  // Pe needs only the compressed scores (in s_S since group 0 landed): pooled while the other
-  // CTAs finish their scans; the barriers of the statistics combine below order these reads
-  // before S overwrites s_S
-  float* pq = p.pq + ih * p.max_nb;
-  if constexpr (NeedPe) {
-    float* pe = p.pe + ih * p.max_nb;
+    // the next job's q and first key tiles stream while this one ends
+    ClusterCta next;
+    const int next_id = next_job(job + job_stride, &next);
+    RegisterScanJob next_js{};
+    if (next_id < jobs) {
+      next_js = register_scan_job(p, next);
+      issue_head(next, next_js);
+    }
+    cluster_arrive();  // s_stat published
+
+    // Pe needs only the compressed scores (in s_S): pooled while the other CTAs finish their
+    // scans; the barriers of the statistics combine below order these reads before S
+    // overwrites s_S
+    float* pq = p.pq + cta.ih * p.max_nb;
+    if constexpr (NeedPe) {
+      float* pe = p.pe + cta.ih * p.max_nb;
+      for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
+        pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
+    }
+    cluster_wait();
+
+    // statistics of the whole head: thread (g = t % 16, group t / 16) combines ranks group,
+    // group + kGroups, ... read straight from their shared memory; then the pair of groups in a
+    // warp (lanes l, l ^ 16), then the warps in order. The same fixed order in every CTA.
+    {
+      const int g = threadIdx.x & 15, grp = threadIdx.x >> 4;
+      float2 acc = make_float2(-INFINITY, 0.f);
+      if (g < G)
+        for (int c = grp; c < C; c += kGroups) acc = softmax_combine(acc, cluster.map_shared_rank(s_stat, c)[g]);
+      float2 o;
+      o.x = __shfl_xor_sync(0xffffffffu, acc.x, 16);
+      o.y = __shfl_xor_sync(0xffffffffu, acc.y, 16);
+      acc = (lane < 16) ? softmax_combine(acc, o) : softmax_combine(o, acc);  // same operands order in both lanes
+      cluster_arrive();  // this CTA has read every rank's statistics
+      if (lane < 16) s_comb[warp][g] = acc;
+      __syncthreads();
+      if (threadIdx.x < G) {
+        float2 a = s_comb[0][threadIdx.x];
+        for (int w = 1; w < W; ++w) a = softmax_combine(a, s_comb[w][threadIdx.x]);
+        s_off[threadIdx.x] = window_offset(a);
+      }
+      __syncthreads();
+    }
+
+    // S of the scanned keys from registers: a lane's two rows, then the 8 row pairs of the column
+    // across lanes r4 = 0..7 (a fixed xor tree, so every lane holds the same sum)
+    const bool row0 = r4 < G, row8 = r4 + 8 < G;
+    const float off0 = row0 ? s_off[r4] : 0.f, off8 = row8 ? s_off[r4 + 8] : 0.f;
+#pragma unroll
+    for (int k = 0; k < NT; ++k) {
+      const int base = tile_base(k);
+      if (base >= hi) continue;  // warp-uniform
+#pragma unroll
+      for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float v = __fadd_rn(row0 ? exp2f(lg[k][kt][e] - off0) : 0.f, row8 ? exp2f(lg[k][kt][2 + e] - off8) : 0.f);
+          v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+          v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
+          v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 16));
+          const int j = base + kt * 8 + 2 * t4 + e;
+          if (r4 == 0 && j < hi) s_S[j - lo] = v;
+        }
+    }
+    __syncthreads();
     for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-      pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
+      pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
+    cluster_wait();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
+    if (next_id >= jobs) break;
+    job = next_id;
+    cta = next;
+    js = next_js;
   }
-  cluster_wait();
-
-  // statistics of the whole head: thread (g = t % 16, group t / 16) combines ranks group,
-  // group + kGroups, ... read straight from their shared memory; then the pair of groups in a
-  // warp (lanes l, l ^ 16), then the warps in order. The same fixed order in every CTA.
-  {
-    const int g = threadIdx.x & 15, grp = threadIdx.x >> 4;
-    float2 acc = make_float2(-INFINITY, 0.f);
-    if (g < G)
-      for (int c = grp; c < C; c += kGroups) acc = softmax_combine(acc, cluster.map_shared_rank(s_stat, c)[g]);
-    float2 o;
-    o.x = __shfl_xor_sync(0xffffffffu, acc.x, 16);
-    o.y = __shfl_xor_sync(0xffffffffu, acc.y, 16);
-    acc = (lane < 16) ? softmax_combine(acc, o) : softmax_combine(o, acc);  // same operands order in both lanes
-    cluster_arrive();  // this CTA has read every rank's statistics
-    if (lane < 16) s_comb[warp][g] = acc;
-    __syncthreads();
-    if (threadIdx.x < G) {
-      float2 a = s_comb[0][threadIdx.x];
-      for (int w = 1; w < W; ++w) a = softmax_combine(a, s_comb[w][threadIdx.x]);
-      s_off[threadIdx.x] = window_offset(a);
-    }
-    __syncthreads();
-  }
-
-  // S of the scanned keys from registers: a lane's two rows, then the 8 row pairs of the column
-  // across lanes r4 = 0..7 (a fixed xor tree, so every lane holds the same sum)
-  const bool row0 = r4 < G, row8 = r4 + 8 < G;
-  const float off0 = row0 ? s_off[r4] : 0.f, off8 = row8 ? s_off[r4 + 8] : 0.f;
-#pragma unroll
-  for (int k = 0; k < NT; ++k) {
-    const int base = tile_base(k);
-    if (base >= hi) continue;  // warp-uniform
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float v = __fadd_rn(row0 ? exp2f(lg[k][kt][e] - off0) : 0.f, row8 ? exp2f(lg[k][kt][2 + e] - off8) : 0.f);
-        v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
-        v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
-        v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 16));
-        const int j = base + kt * 8 + 2 * t4 + e;
-        if (r4 == 0 && j < hi) s_S[j - lo] = v;
-      }
-  }
-  __syncthreads();
-  for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-    pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
-  cluster_wait();  // no CTA exits while another may still read its s_stat
 #endif
 }
 

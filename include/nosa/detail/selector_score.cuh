@@ -42,6 +42,7 @@ struct SelectParams {
   float* pe;             ///< [max_batch][Hkv][max_nb]
   int* block_ids;        ///< [batch][Hkv][block_stride]
   int* counts;           ///< [batch][Hkv]
+  int batch;             ///< entries of this call
   int block_stride;
   int ld;                ///< logits row stride (>= max_nc, multiple of 4)
   int splits;            ///< split-K parts of the scoring kernel (chosen per call)
