@@ -36,7 +36,7 @@ for what in "$@"; do
     tests)
       for t in "${build}"/tests/test_cuda_*; do run "$(basename "$t")" 300 "$t"; done ;;
     sanitize)
-      run memcheck_selector 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/tests/test_cuda_selector" -tc="*bad arguments*,*incremental*,*ragged*,*pinned*"
+      run memcheck_selector 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/tests/test_cuda_selector" -tc="*bad arguments*,*incremental*,*ragged*,*pinned*,*persistent*"
       run racecheck_selector 300 compute-sanitizer --tool racecheck --print-limit 50 --error-exitcode 9 "${build}/tests/test_cuda_selector" -tc="*bad arguments*,*ragged*"
       run memcheck_decode_step 300 compute-sanitizer --tool memcheck --error-exitcode 9 "${build}/tests/test_cuda_decode_step" -tc="*zero-copy*,*bad input*"
       run racecheck_residency 300 compute-sanitizer --tool racecheck --print-limit 50 --error-exitcode 9 "${build}/tests/test_cuda_residency" -tc="*HND host layout*"
