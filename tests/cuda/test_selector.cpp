@@ -321,6 +321,24 @@ std::unique_ptr<SelectorHandle> make(const SelCase& c) {
   return h;
 }
 
+/// A selector for case c, created for `entries` sequences (max_sequences = max_batch), H KV heads,
+/// max_tokens and selection parameters sp.
+std::unique_ptr<SelectorHandle> make_created(const SelCase& c, int entries, int H, long long max_tokens,
+                                             const nosa::SelectionParams& sp) {
+  auto sel = make(c);
+  SelConfig cfg;
+  cfg.max_sequences = entries, cfg.num_kv_heads = H, cfg.max_batch = entries, cfg.max_tokens = max_tokens, cfg.params = sp;
+  REQUIRE(sel->create(cfg).ok());
+  return sel;
+}
+
+/// The case the large-batch tests run (one is enough for grid-shape logic): NOSA, blocks of 64,
+/// D 128, G 16, bf16 keys.
+bool is_nosa_bf16_d128_g16(const SelCase& c) {
+  return c.block_size == 64 && c.head_dim == 128 && c.group_size == 16 && c.kind == nosa::SelectorKind::kNosa &&
+         !c.fp16 && !c.float_store;
+}
+
 }  // namespace
 
 TEST_CASE("DeviceSelector: ragged batch, prompt + decode appends, every compiled case") {
@@ -457,10 +475,7 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
     const int H = 2;
     Model model(c, H, 9);
     nosa::SelectionParams sp;
-    SelConfig cfg;
-    cfg.max_sequences = 2, cfg.num_kv_heads = H, cfg.max_batch = 2, cfg.max_tokens = 131072, cfg.params = sp;
-    auto sel = make(c);
-    REQUIRE(sel->create(cfg).ok());
+    auto sel = make_created(c, 2, H, 131072, sp);
     if (c.kind != nosa::SelectorKind::kDense && !c.float_store) {
       // 8191 compressed keys per head: auto must take the cluster path (2 x 16 CTAs of 512 keys)
       const std::vector<int> sizes = sel->cluster_sizes();
@@ -493,17 +508,12 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
   NOSA_REQUIRE_GPU();
   Tally total;
   for (const SelCase& c : nosa_test::compiled_selector_cases()) {
-    if (!(c.block_size == 64 && c.head_dim == 128 && c.group_size == 16 && c.kind == nosa::SelectorKind::kNosa &&
-          !c.fp16 && !c.float_store))
-      continue;
+    if (!is_nosa_bf16_d128_g16(c)) continue;
     INFO(c.name());
     const int H = 8, kSplits = (2047 + 255) / 256, kMaxBatch = 48;
     Model model(c, H, 21);
     nosa::SelectionParams sp;
-    SelConfig cfg;
-    cfg.max_sequences = kMaxBatch, cfg.num_kv_heads = H, cfg.max_batch = kMaxBatch, cfg.max_tokens = 32768, cfg.params = sp;
-    auto sel = make(c);
-    REQUIRE(sel->create(cfg).ok());
+    auto sel = make_created(c, kMaxBatch, H, 32768, sp);
     const int resident = sel->resident_scan_ctas();
     const int batch = (2 * resident + H * kSplits - 1) / (H * kSplits);
     MESSAGE("resident scan CTAs " << resident << ", batch " << batch);
@@ -541,17 +551,12 @@ TEST_CASE("DeviceSelector: the persistent register cluster kernel takes many job
   NOSA_REQUIRE_GPU();
   Tally total;
   for (const SelCase& c : nosa_test::compiled_selector_cases()) {
-    if (!(c.block_size == 64 && c.head_dim == 128 && c.group_size == 16 && c.kind == nosa::SelectorKind::kNosa &&
-          !c.fp16 && !c.float_store))
-      continue;
+    if (!is_nosa_bf16_d128_g16(c)) continue;
     INFO(c.name());
     const int H = 8, kBatch = 64;
     Model model(c, H, 23);
     nosa::SelectionParams sp;
-    SelConfig cfg;
-    cfg.max_sequences = kBatch, cfg.num_kv_heads = H, cfg.max_batch = kBatch, cfg.max_tokens = 8192, cfg.params = sp;
-    auto sel = make(c);
-    REQUIRE(sel->create(cfg).ok());
+    auto sel = make_created(c, kBatch, H, 8192, sp);
     const std::vector<int> regs = sel->register_scan_sizes();
     if (regs.empty()) {
       MESSAGE("no register cluster kernel on this device: skipped");
@@ -601,10 +606,7 @@ TEST_CASE("DeviceSelector: a batch selected in parts with the pinned shape equal
     const long long kTokens = 1024;
     Model model(c, H, 17);
     nosa::SelectionParams sp;
-    SelConfig cfg;
-    cfg.max_sequences = kMaxBatch, cfg.num_kv_heads = H, cfg.max_batch = kMaxBatch, cfg.max_tokens = kTokens, cfg.params = sp;
-    auto sel = make(c);
-    REQUIRE(sel->create(cfg).ok());
+    auto sel = make_created(c, kMaxBatch, H, kTokens, sp);
     int batch = 6;
     for (int b = 2; b <= kMaxBatch; ++b) {
       const int cs = sel->cluster_size_for(b);
@@ -661,10 +663,7 @@ TEST_CASE("DeviceSelector: exact ties resolve by block index as on the host") {
     Model model(c, H, 5);
     nosa::SelectionParams sp;
     sp.query_aware = 12, sp.budget = 40;
-    SelConfig cfg;
-    cfg.max_sequences = 3, cfg.num_kv_heads = H, cfg.max_batch = 3, cfg.max_tokens = 8192, cfg.params = sp;
-    auto sel = make(c);
-    REQUIRE(sel->create(cfg).ok());
+    auto sel = make_created(c, 3, H, 8192, sp);
     const std::vector<int> lens = {8192, 3000, 700};
     std::vector<Seq> seqs;
     for (int i = 0; i < 3; ++i) {
