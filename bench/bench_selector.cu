@@ -122,7 +122,11 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   }
   cudaStream_t s;
   NOSA_BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  if (!sel.initialize(s).ok()) return state.SkipWithError("initialize failed");
+  if (!sel.initialize(s).ok()) {
+    cudaStreamDestroy(s);
+    cudaFree(ws);
+    return state.SkipWithError("initialize failed");
+  }
   const auto& st = sel.state();
   const int nc = sel.max_compressed();
   const size_t nkeys = size_t(batch) * hkv * nc * Geo::head_dim;

@@ -705,11 +705,11 @@ class DeviceSelector {
   /// cluster per (entry, head), grid (C, Hkv, batch)). Persistent, `active` clusters (as many
   /// as the device holds at once) each take every active-th job, and start the next job's loads
   /// while the current one ends. No cluster waits for another, so it stays correct when other
-  /// work on the GPU leaves fewer of them resident (they then run in more waves). Measured on an H100 against one cluster per job
-  /// (docs/notes/selector.md): 4-6 % faster between 3 and 6 waves of clusters (16 x 8 and
-  /// 64 x 2 at 128K, 4.6 waves: 134 -> 126-129 us), 1-2 % slower at 2 waves, 2-5 % slower from
-  /// 9 waves up (the hardware's order of clusters balances SMs of different streaming rates; a
-  /// fixed order does not), equal at one wave.
+  /// work on the GPU leaves fewer of them resident (they then run in more waves). Measured on an
+  /// H100 against one cluster per job (docs/notes/selector.md): 4-6 % faster between 3 and 6
+  /// waves of clusters (16 x 8 and 64 x 2 at 128K, 4.6 waves: 134 -> 126-129 us), 1-2 % slower
+  /// at 2 waves, 2-5 % slower from 9 waves up (the hardware's order of clusters balances SMs of
+  /// different streaming rates; a fixed order does not), equal at one wave.
   int persistent_clusters(int batch, int active) const {
     const long long jobs = static_cast<long long>(batch) * cfg_.num_kv_heads;
     return active > 0 && jobs > 3LL * active && jobs <= 6LL * active ? active : 0;
