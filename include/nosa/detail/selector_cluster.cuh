@@ -253,29 +253,102 @@ NOSA_DEVICE NOSA_FORCEINLINE RegisterScanJob register_scan_job(const SelectParam
   return j;
 }
 
-/// The cluster kernel with the register-logit scan: same results contract as
-/// score_pool_cluster_kernel. Each CTA also scans the few neighbouring keys whose windows its
-/// blocks overlap (their logits only feed S, not its softmax statistics), so S never crosses
-/// CTAs: one exchange of statistics is the only cluster-wide dependency.
-/// Jobs: (entry, head) pairs, job = entry * Hkv + head. Grid (C, Hkv, batch): one job per
-/// cluster. Grid (C, clusters, 1) (DeviceSelector::persistent_clusters): cluster c takes the
-/// jobs c, c + clusters, ... Order of a CTA per job:
-///   scan of [lo, hi) (statistics over its own [j0, j1)) -> q fragments and the first key tiles
-///   of its next job (cp.async: they stream while this job ends) -> arrive -> Pe of its blocks
-///   (compressed scores only) -> wait -> every rank's statistics read through DSMEM, combined in
-///   a fixed order -> arrive -> S and Pq of its blocks from registers and its own shared memory
-///   -> wait (no CTA moves on while another may still read its statistics).
+/// How the CTAs of one (entry, KV head) job exchange their softmax statistics in the register
+/// scan (register_scan_pool). Both give every CTA of a job the same statistics in the same rank
+/// order, so S and the selection do not depend on which policy ran (up to the part sizes).
+///   ClusterExchange: the job's CTAs are one thread-block cluster; statistics are read through
+///     distributed shared memory between split cluster barriers. Grid (C, Hkv, batch) or
+///     (C, clusters, 1) (persistent).
+///   GroupExchange: the job's `parts` CTAs are any `parts` consecutive CTAs of a cooperative grid
+///     (parts * groups CTAs, all resident at once); each part stores its statistics in global
+///     memory (a slot per (job, rank)) and adds its share of kArriveTotal to the job's arrive
+///     counter; a CTA waits until the counter has moved by kArriveTotal since the multiple of
+///     kArriveTotal its own add saw. Counters start at 0 (DeviceSelector::initialize) and every
+///     call adds exactly kArriveTotal per job it runs, so they stay multiples of it between
+///     calls (and wrap consistently: kArriveTotal divides 2^32); no reset launch is needed.
+/// Interface: parts, rank, first_job, job_stride; publish(s_stat, job) after s_stat is written;
+/// wait(job) before stat(); stat(s_stat, job, c, g) = rank c's statistics of query head g;
+/// read_done() after the last stat(); job_done() before the next job rewrites s_stat.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // cluster_group exists for sm_90+ only
+struct ClusterExchange {
+  cooperative_groups::cluster_group cluster;
+  int parts, rank, first_job, job_stride;
+  NOSA_DEVICE NOSA_FORCEINLINE ClusterExchange() : cluster(cooperative_groups::this_cluster()) {
+    parts = static_cast<int>(cluster.num_blocks());
+    rank = static_cast<int>(cluster.block_rank());
+    first_job = static_cast<int>(blockIdx.y + gridDim.y * blockIdx.z);
+    job_stride = static_cast<int>(gridDim.y * gridDim.z);
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE void publish(float2*, int) { cluster_arrive(); }
+  NOSA_DEVICE NOSA_FORCEINLINE void wait(int) { cluster_wait(); }
+  NOSA_DEVICE NOSA_FORCEINLINE float2 stat(float2* s_stat, int, int c, int g) { return cluster.map_shared_rank(s_stat, c)[g]; }
+  NOSA_DEVICE NOSA_FORCEINLINE void read_done() { cluster_arrive(); }
+  NOSA_DEVICE NOSA_FORCEINLINE void job_done() { cluster_wait(); }
+};
+#endif
+
+/// Arrive counters of GroupExchange: kArriveTotal per job and call, one 128-byte line per job.
+constexpr unsigned kArriveTotal = 1u << 16;
+constexpr int kArriveStride = 32;
+
+template <int G, class P>
+struct GroupExchange {
+  const P& p;  // the kernel's __grid_constant__ parameters: pointers stay in the constant bank
+  int parts, rank, first_job, job_stride;
+  unsigned base = 0;  // thread 0: the multiple of kArriveTotal the job's counter held before this call
+  NOSA_DEVICE NOSA_FORCEINLINE explicit GroupExchange(const P& params) : p(params) {
+    parts = p.splits;
+    rank = static_cast<int>(blockIdx.x) % parts;
+    first_job = static_cast<int>(blockIdx.x) / parts;
+    job_stride = static_cast<int>(gridDim.x) / parts;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE float2* slot(int job, int c) const {
+    return p.stats + (static_cast<size_t>(job) * p.splits + c) * G;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE unsigned* counter(int job) const { return p.arrive + static_cast<size_t>(job) * kArriveStride; }
+  // s_stat[g] was written by thread g (write_split_stats); the fence-barrier-atomic order is the
+  // one of a grid barrier: every statistic is visible before the counter moves
+  NOSA_DEVICE NOSA_FORCEINLINE void publish(float2* s_stat, int job) {
+    if (threadIdx.x < G) {
+      __stcg(slot(job, rank) + threadIdx.x, s_stat[threadIdx.x]);
+      __threadfence();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const unsigned share = kArriveTotal / static_cast<unsigned>(parts);
+      const unsigned add = rank == parts - 1 ? kArriveTotal - share * static_cast<unsigned>(parts - 1) : share;
+      base = atomicAdd(counter(job), add) & ~(kArriveTotal - 1u);
+    }
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE void wait(int job) {
+    if (threadIdx.x == 0) {
+      const volatile unsigned* c = counter(job);
+      while (*c - base < kArriveTotal) {
+      }
+      __threadfence();
+    }
+    __syncthreads();
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE float2 stat(float2*, int job, int c, int g) const { return __ldcg(slot(job, c) + g); }
+  NOSA_DEVICE NOSA_FORCEINLINE void read_done() {}
+  NOSA_DEVICE NOSA_FORCEINLINE void job_done() {}
+};
+
+/// The register-logit scan with pooling: same results contract as score_pool_cluster_kernel.
+/// Each CTA also scans the few neighbouring keys whose windows its blocks overlap (their logits
+/// only feed S, not its softmax statistics), so S never crosses CTAs: one exchange of statistics
+/// (Exchange, above) is the only dependency between the CTAs of a job.
+/// Jobs: (entry, head) pairs, job = entry * Hkv + head; a CTA takes the jobs first_job,
+/// first_job + job_stride, ... as part `rank` of `parts`. Order of a CTA per job:
+///   scan of [lo, hi) (statistics over its own [j0, j1)) -> publish -> q fragments and the first
+///   key tiles of its next job (cp.async: they stream while this job ends) -> Pe of its blocks
+///   (compressed scores only) -> wait -> every rank's statistics, combined in a fixed order ->
+///   read_done -> S and Pq of its blocks from registers and its own shared memory -> job_done.
 /// Without the prefetch a CTA would stream nothing from the end of its scan to the start of the
 /// next job's (barrier waits, combine, S, pooling: about a quarter of its time at 128K, measured
 /// in docs/notes/selector.md).
-template <class T, class KS, int D, int G, bool NeedPe>
-__global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
-    score_pool_cluster_registers_kernel(const __grid_constant__ SelectParams<T, KS> p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  (void)p;
-  __trap();
-#else
-  namespace cg = cooperative_groups;
+template <class T, class KS, int D, int G, bool NeedPe, class Exchange>
+NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& p, Exchange& ex) {
   using R = RegisterScan<T, D, G>;
   using CT = cuda_type_t<T>;
   constexpr int P = R::P, KT = R::KT, W = R::W, S = R::kStages, NT = R::kMaxTiles;
@@ -290,9 +363,8 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   uint4* s_ring = reinterpret_cast<uint4*>(cluster_smem4);         // [W][S][kPieces][32]
   float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
 
-  cg::cluster_group cluster = cg::this_cluster();
-  const int C = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
-  const int jobs = p.batch * p.st.num_kv_heads, job_stride = static_cast<int>(gridDim.y * gridDim.z);
+  const int C = ex.parts, rank = ex.rank;
+  const int jobs = p.batch * p.st.num_kv_heads, job_stride = ex.job_stride;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int t4 = lane & 3, r4 = lane >> 2;
   uint4* mine = s_ring + warp * S * R::kPieces * 32 + lane;  // this lane's pieces: its own column
@@ -328,7 +400,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   };
 
   ClusterCta cta;
-  int job = next_job(static_cast<int>(blockIdx.y + gridDim.y * blockIdx.z), &cta);
+  int job = next_job(ex.first_job, &cta);
   if (job >= jobs) return;  // the whole cluster: nothing to do
   RegisterScanJob js = register_scan_job(p, cta);
   issue_head(cta, js);
@@ -395,6 +467,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
       if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
     }
     write_split_stats<16, W>(s_warp, s_stat, G);  // starts with __syncthreads: s_a and the ring are free
+    ex.publish(s_stat, job);
 
     // the next job's q and first key tiles stream while this one ends
     ClusterCta next;
@@ -404,7 +477,6 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
       next_js = register_scan_job(p, next);
       issue_head(next, next_js);
     }
-    cluster_arrive();  // s_stat published
 
     // Pe needs only the compressed scores (in s_S): pooled while the other CTAs finish their
     // scans; the barriers of the statistics combine below order these reads before S
@@ -415,7 +487,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
       for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
         pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
     }
-    cluster_wait();
+    ex.wait(job);
 
     // statistics of the whole head: thread (g = t % 16, group t / 16) combines ranks group,
     // group + kGroups, ... read straight from their shared memory; then the pair of groups in a
@@ -424,12 +496,12 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
       const int g = threadIdx.x & 15, grp = threadIdx.x >> 4;
       float2 acc = make_float2(-INFINITY, 0.f);
       if (g < G)
-        for (int c = grp; c < C; c += kGroups) acc = softmax_combine(acc, cluster.map_shared_rank(s_stat, c)[g]);
+        for (int c = grp; c < C; c += kGroups) acc = softmax_combine(acc, ex.stat(s_stat, job, c, g));
       float2 o;
       o.x = __shfl_xor_sync(0xffffffffu, acc.x, 16);
       o.y = __shfl_xor_sync(0xffffffffu, acc.y, 16);
       acc = (lane < 16) ? softmax_combine(acc, o) : softmax_combine(o, acc);  // same operands order in both lanes
-      cluster_arrive();  // this CTA has read every rank's statistics
+      ex.read_done();  // this CTA has read every rank's statistics
       if (lane < 16) s_comb[warp][g] = acc;
       __syncthreads();
       if (threadIdx.x < G) {
@@ -463,12 +535,41 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
     __syncthreads();
     for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
       pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
-    cluster_wait();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
+    ex.job_done();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
     if (next_id >= jobs) break;
     job = next_id;
     cta = next;
     js = next_js;
   }
+}
+
+/// The register-logit cluster kernel: one cluster per job (grid (C, Hkv, batch)) or persistent
+/// clusters (grid (C, clusters, 1), DeviceSelector::persistent_clusters); ClusterExchange.
+template <class T, class KS, int D, int G, bool NeedPe>
+__global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
+    score_pool_cluster_registers_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  (void)p;
+  __trap();
+#else
+  ClusterExchange ex;
+  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
+#endif
+}
+
+/// The split path's kernel: the register-logit scan with each job split over p.splits CTAs that
+/// need not share a GPC, grid (p.splits * groups) launched cooperatively (every CTA resident at
+/// once, which GroupExchange's waits need); group g takes the jobs g, g + groups, ..., so every
+/// CTA of a job reaches it at the same position of its sequence and no wait can close a cycle.
+template <class T, class KS, int D, int G, bool NeedPe>
+__global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
+    score_pool_split_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  (void)p;
+  __trap();
+#else
+  GroupExchange<G, SelectParams<T, KS>> ex(p);
+  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
 #endif
 }
 
