@@ -639,12 +639,12 @@ class DeviceSelector {
       if (dyn_max > 0) NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn_max));
       NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                          static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-      using R = detail::RegisterScan<T, kHeadDim, kGroupSize>;
+      using R = detail::RegisterScan<T, kHeadDim, kGroupSize, detail::kSplitScanTiles>;
+      const std::size_t smem = detail::register_split_smem_bytes<T, kHeadDim, kGroupSize>();
       bool any = false;
       for (int n = 2; n <= dims_.max_parts; ++n) {
         const int keys = detail::score_chunk(std::max(dims_.max_nc, 1), n);
         if (keys + halo > R::kMaxKeys) continue;
-        const std::size_t smem = detail::register_cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys + halo);
         if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) continue;
         int per_sm = 0;
         if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, detail::kRegisterScanThreads, smem) != cudaSuccess) {

@@ -210,14 +210,14 @@ static_assert(NOSA_REGISTER_SCAN_MAX_TILES >= 1, "register scan: at least one wa
 /// range, at most kMaxTiles of them (kMaxKeys keys per CTA); the ring has kStages tiles per warp
 /// (NOSA_REGISTER_SCAN_RING_BYTES per warp whatever D is, 2..8 tiles). Needs G <= 16 (one m16
 /// tile of query heads).
-template <class T, int D, int G>
+template <class T, int D, int G, int MaxTiles = NOSA_REGISTER_SCAN_MAX_TILES>
 struct RegisterScan {
   static constexpr int W = NOSA_REGISTER_SCAN_WARPS;
   static constexpr int kThreads = kRegisterScanThreads;
   static constexpr int P = D / 32;        // 16-byte pieces per lane per key row
   static constexpr int KT = 2;            // 8-key mma columns per warp tile
   static constexpr int kTileKeys = 8 * KT;
-  static constexpr int kMaxTiles = NOSA_REGISTER_SCAN_MAX_TILES;  // 8 logit registers per lane each
+  static constexpr int kMaxTiles = MaxTiles;  // 8 logit registers per lane each
   static constexpr int kMaxKeys = W * kTileKeys * kMaxTiles;
   static constexpr int kPieces = P * KT;  // 16-byte pieces per lane per tile
   static constexpr int kTileBytes = kPieces * 32 * 16;
@@ -235,6 +235,16 @@ struct RegisterScan {
 template <class T, int D, int G>
 constexpr std::size_t register_cluster_smem_bytes(int keys) {
   return RegisterScan<T, D, G>::kStageBytes + (sizeof(float) * static_cast<std::size_t>(keys) + 15) / 16 * 16;
+}
+
+/// Warp tiles per warp of the split kernel (score_pool_split_kernel): two sets of logits (the
+/// deferred end) of 4 tiles each, as many registers as the cluster kernel's 9 tiles; a part holds
+/// at most 256 keys with its halo.
+constexpr int kSplitScanTiles = 4;
+template <class T, int D, int G>
+constexpr std::size_t register_split_smem_bytes() {
+  using R = RegisterScan<T, D, G, kSplitScanTiles>;
+  return R::kStageBytes + sizeof(float) * 2 * static_cast<std::size_t>(R::kMaxKeys);
 }
 
 /// The keys [lo, hi) a register-scan CTA reads for job cta, the blocks [m0, m1) it pools (of nb).
@@ -266,9 +276,11 @@ NOSA_DEVICE NOSA_FORCEINLINE RegisterScanJob register_scan_job(const SelectParam
 ///     kArriveTotal its own add saw. Counters start at 0 (DeviceSelector::initialize) and every
 ///     call adds exactly kArriveTotal per job it runs, so they stay multiples of it between
 ///     calls (and wrap consistently: kArriveTotal divides 2^32); no reset launch is needed.
-/// Interface: parts, rank, first_job, job_stride; publish(s_stat, job) after s_stat is written;
-/// wait(job) before stat(); stat(s_stat, job, c, g) = rank c's statistics of query head g;
-/// read_done() after the last stat(); job_done() before the next job rewrites s_stat.
+/// Interface: parts, rank, first_job, job_stride; token = publish(s_stat, job) after s_stat is
+/// written; wait(job, token) before stat(); stat(s_stat, job, c, g) = rank c's statistics of
+/// query head g; read_done() after the last stat(); job_done() before the next job rewrites
+/// s_stat; kDeferrable: whether wait(job) may follow later jobs' publishes (register_scan_pool's
+/// deferred end).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // cluster_group exists for sm_90+ only
 struct ClusterExchange {
   cooperative_groups::cluster_group cluster;
@@ -279,8 +291,12 @@ struct ClusterExchange {
     first_job = static_cast<int>(blockIdx.y + gridDim.y * blockIdx.z);
     job_stride = static_cast<int>(gridDim.y * gridDim.z);
   }
-  NOSA_DEVICE NOSA_FORCEINLINE void publish(float2*, int) { cluster_arrive(); }
-  NOSA_DEVICE NOSA_FORCEINLINE void wait(int) { cluster_wait(); }
+  static constexpr bool kDeferrable = false;  // arrive and wait must alternate
+  NOSA_DEVICE NOSA_FORCEINLINE unsigned publish(float2*, int) {
+    cluster_arrive();
+    return 0;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE void wait(int, unsigned) { cluster_wait(); }
   NOSA_DEVICE NOSA_FORCEINLINE float2 stat(float2* s_stat, int, int c, int g) { return cluster.map_shared_rank(s_stat, c)[g]; }
   NOSA_DEVICE NOSA_FORCEINLINE void read_done() { cluster_arrive(); }
   NOSA_DEVICE NOSA_FORCEINLINE void job_done() { cluster_wait(); }
@@ -295,7 +311,7 @@ template <int G, class P>
 struct GroupExchange {
   const P& p;  // the kernel's __grid_constant__ parameters: pointers stay in the constant bank
   int parts, rank, first_job, job_stride;
-  unsigned base = 0;  // thread 0: the multiple of kArriveTotal the job's counter held before this call
+  static constexpr bool kDeferrable = true;  // a job's wait may come after later jobs' publishes
   NOSA_DEVICE NOSA_FORCEINLINE explicit GroupExchange(const P& params) : p(params) {
     parts = p.splits;
     rank = static_cast<int>(blockIdx.x) % parts;
@@ -308,19 +324,23 @@ struct GroupExchange {
   NOSA_DEVICE NOSA_FORCEINLINE unsigned* counter(int job) const { return p.arrive + static_cast<size_t>(job) * kArriveStride; }
   // s_stat[g] was written by thread g (write_split_stats); the fence-barrier-atomic order is the
   // one of a grid barrier: every statistic is visible before the counter moves
-  NOSA_DEVICE NOSA_FORCEINLINE void publish(float2* s_stat, int job) {
+  // returns (thread 0) the multiple of kArriveTotal the job's counter held before this call: the
+  // token wait() needs
+  NOSA_DEVICE NOSA_FORCEINLINE unsigned publish(float2* s_stat, int job) {
     if (threadIdx.x < G) {
       __stcg(slot(job, rank) + threadIdx.x, s_stat[threadIdx.x]);
       __threadfence();
     }
     __syncthreads();
+    unsigned base = 0;
     if (threadIdx.x == 0) {
       const unsigned share = kArriveTotal / static_cast<unsigned>(parts);
       const unsigned add = rank == parts - 1 ? kArriveTotal - share * static_cast<unsigned>(parts - 1) : share;
       base = atomicAdd(counter(job), add) & ~(kArriveTotal - 1u);
     }
+    return base;
   }
-  NOSA_DEVICE NOSA_FORCEINLINE void wait(int job) {
+  NOSA_DEVICE NOSA_FORCEINLINE void wait(int job, unsigned base) {
     if (threadIdx.x == 0) {
       const volatile unsigned* c = counter(job);
       while (*c - base < kArriveTotal) {
@@ -347,9 +367,10 @@ struct GroupExchange {
 /// Without the prefetch a CTA would stream nothing from the end of its scan to the start of the
 /// next job's (barrier waits, combine, S, pooling: about a quarter of its time at 128K, measured
 /// in docs/notes/selector.md).
-template <class T, class KS, int D, int G, bool NeedPe, class Exchange>
+template <class T, class KS, int D, int G, bool NeedPe, int MaxTiles, bool Deferred, class Exchange>
 NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& p, Exchange& ex) {
-  using R = RegisterScan<T, D, G>;
+  using R = RegisterScan<T, D, G, MaxTiles>;
+  static_assert(!Deferred || Exchange::kDeferrable, "a deferred end needs an exchange whose waits can lag its publishes");
   using CT = cuda_type_t<T>;
   constexpr int P = R::P, KT = R::KT, W = R::W, S = R::kStages, NT = R::kMaxTiles;
   constexpr int kGroups = R::kThreads / 16;  // rank groups of the statistics combine
@@ -361,7 +382,7 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
   __shared__ float s_off[16];            // window_offset per query head
   extern __shared__ float4 cluster_smem4[];
   uint4* s_ring = reinterpret_cast<uint4*>(cluster_smem4);         // [W][S][kPieces][32]
-  float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
+  float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo] (Deferred: two of kMaxKeys)
 
   const int C = ex.parts, rank = ex.rank;
   const int jobs = p.batch * p.st.num_kv_heads, job_stride = ex.job_stride;
@@ -399,33 +420,30 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
     }
   };
 
-  ClusterCta cta;
-  int job = next_job(ex.first_job, &cta);
-  if (job >= jobs) return;  // the whole cluster: nothing to do
-  RegisterScanJob js = register_scan_job(p, cta);
-  issue_head(cta, js);
   const float scale2 = p.scale * kLog2e;
-  for (;;) {
-    const ScanRange& r = cta.r;
-    const int lo = js.lo, hi = js.hi, nb = js.nb, m0 = js.m0, m1 = js.m1;
-    const CT* keys = keys_of(cta);
-    auto tile_base = [&](int k) { return lo + (warp + W * k) * R::kTileKeys; };
-    cp_async_wait<S - 1>();  // q landed (this thread's pieces)
-    __syncthreads();         // everyone's; and the previous job's reads of s_S are over
+  using Logits = float[NT][KT][4];  // a lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
 
-    float lg[NT][KT][4];  // this lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
+  // one job's scan: key tiles -> lg (every scanned key), statistics of its own keys -> s_stat;
+  // its compressed scores -> sS (cp.async, for Pe). The q fragments and first tiles were issued
+  // by issue_head.
+  auto scan_job = [&](const ClusterCta& cta, const RegisterScanJob& js, Logits& lg, float* sS) {
+    const ScanRange& r = cta.r;
+    const int lo = js.lo, hi = js.hi;
+    const CT* keys = keys_of(cta);
+    cp_async_wait<S - 1>();  // q landed (this thread's pieces)
+    __syncthreads();         // everyone's; and earlier reads of sS are over
     float2 run[2] = {make_float2(-INFINITY, 0.f), make_float2(-INFINITY, 0.f)};
 #pragma unroll
     for (int k = 0; k < NT; ++k) {
       issue_tile(keys, lo, hi, k + S - 1);
-      if (NeedPe && k == 0) {  // the compressed scores of [lo, hi) wait in s_S (free until S is
+      if (NeedPe && k == 0) {  // the compressed scores of [lo, hi) wait in sS (free until S is
                                // formed), so the Pe pooling after the scan reads shared memory
         const float* cb = p.st.cbias + cta.sh * p.st.max_nc;
-        for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) cp_async_4(s_S + (j - lo), cb + j, 4);
+        for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) cp_async_4(sS + (j - lo), cb + j, 4);
       }
       cp_async_commit();
       cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
-      const int base = tile_base(k);
+      const int base = lo + (warp + W * k) * R::kTileKeys;
       if (base < hi) {  // warp-uniform
         uint4 kv[P][KT];
 #pragma unroll
@@ -460,38 +478,33 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
         }
       }
     }
-    cp_async_wait<0>();  // the scores in s_S (only empty groups besides)
+    cp_async_wait<0>();  // the scores in sS (only empty groups besides)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const float2 v = quad_softmax_combine(run[half]);
       if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
     }
     write_split_stats<16, W>(s_warp, s_stat, G);  // starts with __syncthreads: s_a and the ring are free
-    ex.publish(s_stat, job);
+  };
 
-    // the next job's q and first key tiles stream while this one ends
-    ClusterCta next;
-    const int next_id = next_job(job + job_stride, &next);
-    RegisterScanJob next_js{};
-    if (next_id < jobs) {
-      next_js = register_scan_job(p, next);
-      issue_head(next, next_js);
-    }
-
-    // Pe needs only the compressed scores (in s_S): pooled while the other CTAs finish their
-    // scans; the barriers of the statistics combine below order these reads before S
-    // overwrites s_S
+  // one job's end: Pe of its blocks (compressed scores in sS), the head's statistics (after
+  // ex.wait), S of its scanned keys from lg into sS, Pq of its blocks
+  auto end_job = [&](const ClusterCta& cta, const RegisterScanJob& js, int job, unsigned token, Logits& lg, float* sS) {
+    const ScanRange& r = cta.r;
+    const int lo = js.lo, hi = js.hi, nb = js.nb, m0 = js.m0, m1 = js.m1;
+    // Pe needs only the compressed scores: pooled while the other CTAs finish their scans; the
+    // barriers of the statistics combine below order these reads before S overwrites sS
     float* pq = p.pq + cta.ih * p.max_nb;
     if constexpr (NeedPe) {
       float* pe = p.pe + cta.ih * p.max_nb;
       for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-        pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
+        pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return sS[j - lo]; });
     }
-    ex.wait(job);
+    ex.wait(job, token);
 
     // statistics of the whole head: thread (g = t % 16, group t / 16) combines ranks group,
-    // group + kGroups, ... read straight from their shared memory; then the pair of groups in a
-    // warp (lanes l, l ^ 16), then the warps in order. The same fixed order in every CTA.
+    // group + kGroups, ...; then the pair of groups in a warp (lanes l, l ^ 16), then the warps
+    // in order. The same fixed order in every CTA.
     {
       const int g = threadIdx.x & 15, grp = threadIdx.x >> 4;
       float2 acc = make_float2(-INFINITY, 0.f);
@@ -518,7 +531,7 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
     const float off0 = row0 ? s_off[r4] : 0.f, off8 = row8 ? s_off[r4 + 8] : 0.f;
 #pragma unroll
     for (int k = 0; k < NT; ++k) {
-      const int base = tile_base(k);
+      const int base = lo + (warp + W * k) * R::kTileKeys;
       if (base >= hi) continue;  // warp-uniform
 #pragma unroll
       for (int kt = 0; kt < KT; ++kt)
@@ -529,17 +542,81 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
           v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
           v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 16));
           const int j = base + kt * 8 + 2 * t4 + e;
-          if (r4 == 0 && j < hi) s_S[j - lo] = v;
+          if (r4 == 0 && j < hi) sS[j - lo] = v;
         }
     }
     __syncthreads();
     for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-      pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
-    ex.job_done();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
-    if (next_id >= jobs) break;
-    job = next_id;
-    cta = next;
-    js = next_js;
+      pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return sS[j - lo]; });
+  };
+
+  ClusterCta cta;
+  int job = next_job(ex.first_job, &cta);
+  if (job >= jobs) return;  // the whole cluster / group: nothing to do
+  RegisterScanJob js = register_scan_job(p, cta);
+  issue_head(cta, js);
+  if constexpr (!Deferred) {
+    for (;;) {
+      Logits lg;
+      scan_job(cta, js, lg, s_S);
+      const unsigned token = ex.publish(s_stat, job);
+      // the next job's q and first key tiles stream while this one ends
+      ClusterCta next;
+      const int next_id = next_job(job + job_stride, &next);
+      RegisterScanJob next_js{};
+      if (next_id < jobs) {
+        next_js = register_scan_job(p, next);
+        issue_head(next, next_js);
+      }
+      end_job(cta, js, job, token, lg, s_S);
+      ex.job_done();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
+      if (next_id >= jobs) break;
+      job = next_id;
+      cta = next;
+      js = next_js;
+    }
+  } else {
+    // a job ends after the next one's scan (two sets of logits, two S buffers), so its wait finds
+    // the other parts' statistics published while this CTA streamed keys
+    Logits lg, lg_prev;
+    float* sS = s_S;
+    float* sS_prev = s_S + R::kMaxKeys;
+    ClusterCta prev;
+    RegisterScanJob prev_js{};
+    int prev_job = -1;
+    unsigned prev_token = 0;
+    for (;;) {
+      scan_job(cta, js, lg, sS);
+      const unsigned token = ex.publish(s_stat, job);
+      ClusterCta next;
+      const int next_id = next_job(job + job_stride, &next);
+      RegisterScanJob next_js{};
+      if (next_id < jobs) {
+        next_js = register_scan_job(p, next);
+        issue_head(next, next_js);
+      }
+      if (prev_job >= 0) end_job(prev, prev_js, prev_job, prev_token, lg_prev, sS_prev);
+      if (next_id >= jobs) {
+        end_job(cta, js, job, token, lg, sS);
+        break;
+      }
+#pragma unroll
+      for (int k = 0; k < NT; ++k)
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) lg_prev[k][kt][e] = lg[k][kt][e];
+      float* t = sS_prev;
+      sS_prev = sS;
+      sS = t;
+      prev = cta;
+      prev_js = js;
+      prev_job = job;
+      prev_token = token;
+      job = next_id;
+      cta = next;
+      js = next_js;
+    }
   }
 }
 
@@ -553,7 +630,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   __trap();
 #else
   ClusterExchange ex;
-  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
+  register_scan_pool<T, KS, D, G, NeedPe, NOSA_REGISTER_SCAN_MAX_TILES, false>(p, ex);
 #endif
 }
 
@@ -569,7 +646,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   __trap();
 #else
   GroupExchange<G, SelectParams<T, KS>> ex(p);
-  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
+  register_scan_pool<T, KS, D, G, NeedPe, kSplitScanTiles, true>(p, ex);
 #endif
 }
 
