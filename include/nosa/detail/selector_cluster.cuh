@@ -375,9 +375,7 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
   constexpr int P = R::P, KT = R::KT, W = R::W, S = R::kStages, NT = R::kMaxTiles;
   constexpr int kGroups = R::kThreads / 16;  // rank groups of the statistics combine
   static_assert(std::is_same_v<T, KS>, "mma scoring needs keys stored in T");
-  // q fragments (the load_q_fragments layout); Deferred: two, the next job's q lands in the other
-  // one during the current job's last tiles
-  __shared__ uint4 s_a[Deferred ? 2 : 1][1][P][32][2];
+  __shared__ uint4 s_a[1][P][32][2];     // q fragments (the load_q_fragments layout)
   __shared__ float2 s_warp[W][16];       // per-warp (max, sum-exp) per query head
   __shared__ float2 s_comb[W][16];       // per-warp combines of every rank's statistics
   __shared__ float2 s_stat[G];           // this CTA's statistics: read cluster-wide
@@ -398,32 +396,26 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
     return job;
   };
   auto keys_of = [&](const ClusterCta& cta) { return as_cuda(p.st.keys) + cta.sh * p.st.max_nc * D; };
-  // tile k of this warp of the range [lo, hi) into ring slot (seq0 + k) % S (seq0: the ring
-  // position of the job's tile 0; 0 unless Deferred); nothing past the end
-  auto issue_tile = [&](const CT* keys, int lo, int hi, int k, int seq0) {
+  // tile k of this warp of the range [lo, hi) into ring slot k % S; an empty group past the end
+  auto issue_tile = [&](const CT* keys, int lo, int hi, int k) {
     const int base = lo + (warp + W * k) * R::kTileKeys;
-    if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, (seq0 + k) % S, keys, base, hi, r4, t4);
+    if (k < NT && base < hi) issue_key_tile<D, P, KT>(mine, k % S, keys, base, hi, r4, t4);
   };
-  // a job's q fragments into s_a[buf] (no commit). s_a[buf] must be free: every warp past its mma.
-  auto issue_q = [&](const ClusterCta& cta, int buf) {
+  // the head of a job: q fragments (one group), then its first S - 1 key tiles (a group each).
+  // s_a must be free: every warp past its mma.
+  auto issue_head = [&](const ClusterCta& cta, const RegisterScanJob& js) {
     const CT* qh = as_cuda(p.q + cta.ih * G * D);
     for (int e = threadIdx.x; e < P * 32; e += blockDim.x) {
       const int l = e % 32, pp = e / 32;
       const int row = l >> 2, d = 32 * pp + 8 * (l & 3);
-      cp_async_16(&s_a[buf][0][pp][l][0], row < G ? qh + static_cast<size_t>(row) * D + d : qh, row < G ? 16 : 0);
-      cp_async_16(&s_a[buf][0][pp][l][1], row + 8 < G ? qh + static_cast<size_t>(row + 8) * D + d : qh, row + 8 < G ? 16 : 0);
+      cp_async_16(&s_a[0][pp][l][0], row < G ? qh + static_cast<size_t>(row) * D + d : qh, row < G ? 16 : 0);
+      cp_async_16(&s_a[0][pp][l][1], row + 8 < G ? qh + static_cast<size_t>(row + 8) * D + d : qh, row + 8 < G ? 16 : 0);
     }
-  };
-  // the head of a job: its q fragments and first S - 1 key tiles. Not Deferred: q, then a group per
-  // tile (S groups); Deferred: q in the group of tile 0 (S - 1 groups), as scan_job issues the
-  // next job's head within its own last iterations.
-  auto issue_head = [&](const ClusterCta& cta, const RegisterScanJob& js, int buf, int seq0) {
-    issue_q(cta, buf);
-    if constexpr (!Deferred) cp_async_commit();
+    cp_async_commit();
     const CT* keys = keys_of(cta);
 #pragma unroll
     for (int k = 0; k < S - 1; ++k) {
-      issue_tile(keys, js.lo, js.hi, k, seq0);
+      issue_tile(keys, js.lo, js.hi, k);
       cp_async_commit();
     }
   };
@@ -432,27 +424,18 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
   using Logits = float[NT][KT][4];  // a lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
 
   // one job's scan: key tiles -> lg (every scanned key), statistics of its own keys -> s_stat;
-  // its compressed scores -> sS (cp.async, for Pe). Its q (in s_a[buf]) and first tiles (ring
-  // position seq0) were issued by issue_head or, Deferred, by the previous job's scan_job, which
-  // issues the head of `next` (if has_next) into the ring slots its own last S - 1 iterations
-  // free, so the ring streams across jobs.
-  auto scan_job = [&](const ClusterCta& cta, const RegisterScanJob& js, Logits& lg, float* sS, int buf, int seq0,
-                      bool has_next, const ClusterCta& next, const RegisterScanJob& next_js) {
+  // its compressed scores -> sS (cp.async, for Pe). The q fragments and first tiles were issued
+  // by issue_head.
+  auto scan_job = [&](const ClusterCta& cta, const RegisterScanJob& js, Logits& lg, float* sS) {
     const ScanRange& r = cta.r;
     const int lo = js.lo, hi = js.hi;
     const CT* keys = keys_of(cta);
-    if constexpr (Deferred) cp_async_wait<S - 2>();  // q (with tile 0) landed (this thread's pieces)
-    else cp_async_wait<S - 1>();
-    __syncthreads();  // everyone's; and earlier reads of sS are over
+    cp_async_wait<S - 1>();  // q landed (this thread's pieces)
+    __syncthreads();         // everyone's; and earlier reads of sS are over
     float2 run[2] = {make_float2(-INFINITY, 0.f), make_float2(-INFINITY, 0.f)};
 #pragma unroll
     for (int k = 0; k < NT; ++k) {
-      if (!Deferred || k + S - 1 < NT) {
-        issue_tile(keys, lo, hi, k + S - 1, seq0);
-      } else if (has_next) {  // tile k + S - 1 - NT of the next job, in the ring's next position
-        if (k + S - 1 == NT) issue_q(next, buf ^ 1);
-        issue_tile(keys_of(next), next_js.lo, next_js.hi, k + S - 1 - NT, seq0 + NT);
-      }
+      issue_tile(keys, lo, hi, k + S - 1);
       if (NeedPe && k == 0) {  // the compressed scores of [lo, hi) wait in sS (free until S is
                                // formed), so the Pe pooling after the scan reads shared memory
         const float* cb = p.st.cbias + cta.sh * p.st.max_nc;
@@ -462,14 +445,13 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
       cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
       const int base = lo + (warp + W * k) * R::kTileKeys;
       if (base < hi) {  // warp-uniform
-        const int slot = (seq0 + k) % S;
         uint4 kv[P][KT];
 #pragma unroll
         for (int pp = 0; pp < P; ++pp)
 #pragma unroll
-          for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = mine[((slot * P + pp) * KT + kt) * 32];
+          for (int kt = 0; kt < KT; ++kt) kv[pp][kt] = mine[(((k % S) * P + pp) * KT + kt) * 32];
         float acc[KT][1][4] = {};
-        mma_key_tile<CT>(acc, s_a[buf], kv, lane);
+        mma_key_tile<CT>(acc, s_a, kv, lane);
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           float vmax = -INFINITY;
@@ -496,10 +478,7 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
         }
       }
     }
-    // the scores in sS: only empty groups come after them, or (Deferred, NT >= S) the next job's
-    // S - 1 head groups, which keep streaming
-    if constexpr (Deferred) cp_async_wait<S - 1>();
-    else cp_async_wait<0>();
+    cp_async_wait<0>();  // the scores in sS (only empty groups besides)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const float2 v = quad_softmax_combine(run[half]);
@@ -575,11 +554,11 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
   int job = next_job(ex.first_job, &cta);
   if (job >= jobs) return;  // the whole cluster / group: nothing to do
   RegisterScanJob js = register_scan_job(p, cta);
-  issue_head(cta, js, 0, 0);
+  issue_head(cta, js);
   if constexpr (!Deferred) {
     for (;;) {
       Logits lg;
-      scan_job(cta, js, lg, s_S, 0, 0, false, cta, js);
+      scan_job(cta, js, lg, s_S);
       const unsigned token = ex.publish(s_stat, job);
       // the next job's q and first key tiles stream while this one ends
       ClusterCta next;
@@ -587,7 +566,7 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
       RegisterScanJob next_js{};
       if (next_id < jobs) {
         next_js = register_scan_job(p, next);
-        issue_head(next, next_js, 0, 0);
+        issue_head(next, next_js);
       }
       end_job(cta, js, job, token, lg, s_S);
       ex.job_done();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
@@ -606,16 +585,16 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
     RegisterScanJob prev_js{};
     int prev_job = -1;
     unsigned prev_token = 0;
-    int buf = 0, seq0 = 0;  // this job's q buffer and ring position
     for (;;) {
+      scan_job(cta, js, lg, sS);
+      const unsigned token = ex.publish(s_stat, job);
       ClusterCta next;
       const int next_id = next_job(job + job_stride, &next);
       RegisterScanJob next_js{};
-      if (next_id < jobs) next_js = register_scan_job(p, next);
-      scan_job(cta, js, lg, sS, buf, seq0, next_id < jobs, next, next_js);  // issues next's head
-      const unsigned token = ex.publish(s_stat, job);
-      buf ^= 1;
-      seq0 = (seq0 + NT) % S;
+      if (next_id < jobs) {
+        next_js = register_scan_job(p, next);
+        issue_head(next, next_js);
+      }
       if (prev_job >= 0) end_job(prev, prev_js, prev_job, prev_token, lg_prev, sS_prev);
       if (next_id >= jobs) {
         end_job(cta, js, job, token, lg, sS);
