@@ -240,11 +240,16 @@ constexpr std::size_t register_cluster_smem_bytes(int keys) {
 /// Warp tiles per warp of the split kernel (score_pool_split_kernel): two sets of logits (the
 /// deferred end) of 4 tiles each, as many registers as the cluster kernel's 9 tiles; a part holds
 /// at most 256 keys with its halo.
-constexpr int kSplitScanTiles = 4;
+/// -DNOSA_SPLIT_DEFERRED=0 (A/B runs): no deferred end, the cluster kernel's tiles per warp.
+#ifndef NOSA_SPLIT_DEFERRED
+#define NOSA_SPLIT_DEFERRED 1
+#endif
+constexpr bool kSplitDeferred = NOSA_SPLIT_DEFERRED != 0;
+constexpr int kSplitScanTiles = kSplitDeferred ? 4 : NOSA_REGISTER_SCAN_MAX_TILES;
 template <class T, int D, int G>
 constexpr std::size_t register_split_smem_bytes() {
   using R = RegisterScan<T, D, G, kSplitScanTiles>;
-  return R::kStageBytes + sizeof(float) * 2 * static_cast<std::size_t>(R::kMaxKeys);
+  return R::kStageBytes + sizeof(float) * (kSplitDeferred ? 2 : 1) * static_cast<std::size_t>(R::kMaxKeys);
 }
 
 /// The keys [lo, hi) a register-scan CTA reads for job cta, the blocks [m0, m1) it pools (of nb).
@@ -277,8 +282,9 @@ NOSA_DEVICE NOSA_FORCEINLINE RegisterScanJob register_scan_job(const SelectParam
 ///     call adds exactly kArriveTotal per job it runs, so they stay multiples of it between
 ///     calls (and wrap consistently: kArriveTotal divides 2^32); no reset launch is needed.
 /// Interface: parts, rank, first_job, job_stride; token = publish(s_stat, job) after s_stat is
-/// written; wait(job, token) before stat(); stat(s_stat, job, c, g) = rank c's statistics of
-/// query head g; read_done() after the last stat(); job_done() before the next job rewrites
+/// written; wait(job, token) before combine(); combine<Groups>(s_stat, job, grp, g) = the
+/// statistics of query head g of ranks grp, grp + Groups, ... combined in that order;
+/// read_done() after the last combine(); job_done() before the next job rewrites
 /// s_stat; kDeferrable: whether wait(job) may follow later jobs' publishes (register_scan_pool's
 /// deferred end).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // cluster_group exists for sm_90+ only
@@ -297,7 +303,13 @@ struct ClusterExchange {
     return 0;
   }
   NOSA_DEVICE NOSA_FORCEINLINE void wait(int, unsigned) { cluster_wait(); }
-  NOSA_DEVICE NOSA_FORCEINLINE float2 stat(float2* s_stat, int, int c, int g) { return cluster.map_shared_rank(s_stat, c)[g]; }
+  // ranks grp, grp + Groups, ... of query head g, combined in that order
+  template <int Groups>
+  NOSA_DEVICE NOSA_FORCEINLINE float2 combine(float2* s_stat, int, int grp, int g) {
+    float2 acc = make_float2(-INFINITY, 0.f);
+    for (int c = grp; c < parts; c += Groups) acc = softmax_combine(acc, cluster.map_shared_rank(s_stat, c)[g]);
+    return acc;
+  }
   NOSA_DEVICE NOSA_FORCEINLINE void read_done() { cluster_arrive(); }
   NOSA_DEVICE NOSA_FORCEINLINE void job_done() { cluster_wait(); }
 };
@@ -349,7 +361,25 @@ struct GroupExchange {
     }
     __syncthreads();
   }
-  NOSA_DEVICE NOSA_FORCEINLINE float2 stat(float2*, int job, int c, int g) const { return __ldcg(slot(job, c) + g); }
+  // ranks grp, grp + Groups, ... of query head g, combined in that order; the loads are issued
+  // four at a time (an L2 round trip each under full HBM load: one after the other they cost a
+  // job about as much as its scan at 64 parts, measured in docs/notes/selector.md). An empty
+  // slot (-inf, 0) leaves the combine bit for bit unchanged.
+  template <int Groups>
+  NOSA_DEVICE NOSA_FORCEINLINE float2 combine(float2*, int job, int grp, int g) const {
+    float2 acc = make_float2(-INFINITY, 0.f);
+    for (int c0 = grp; c0 < parts; c0 += 4 * Groups) {
+      float2 v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int c = c0 + i * Groups;
+        v[i] = c < parts ? __ldcg(slot(job, c) + g) : make_float2(-INFINITY, 0.f);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc = softmax_combine(acc, v[i]);
+    }
+    return acc;
+  }
   NOSA_DEVICE NOSA_FORCEINLINE void read_done() {}
   NOSA_DEVICE NOSA_FORCEINLINE void job_done() {}
 };
@@ -507,9 +537,7 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
     // in order. The same fixed order in every CTA.
     {
       const int g = threadIdx.x & 15, grp = threadIdx.x >> 4;
-      float2 acc = make_float2(-INFINITY, 0.f);
-      if (g < G)
-        for (int c = grp; c < C; c += kGroups) acc = softmax_combine(acc, ex.stat(s_stat, job, c, g));
+      float2 acc = g < G ? ex.template combine<kGroups>(s_stat, job, grp, g) : make_float2(-INFINITY, 0.f);
       float2 o;
       o.x = __shfl_xor_sync(0xffffffffu, acc.x, 16);
       o.y = __shfl_xor_sync(0xffffffffu, acc.y, 16);
@@ -646,7 +674,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   __trap();
 #else
   GroupExchange<G, SelectParams<T, KS>> ex(p);
-  register_scan_pool<T, KS, D, G, NeedPe, kSplitScanTiles, true>(p, ex);
+  register_scan_pool<T, KS, D, G, NeedPe, kSplitScanTiles, kSplitDeferred>(p, ex);
 #endif
 }
 
