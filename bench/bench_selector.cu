@@ -12,7 +12,8 @@
 //                     register scan's build-time shape (NOSA_REGISTER_SCAN_*)
 //   BM_HeadParts      stage 1 on the split path at a forced head_parts (CTAs per (entry, head)):
 //                     tunes choose_parts and split_path_for
-// <path> is global, cluster or split ("auto" is one of them per shape: DeviceSelector::split_path_for).
+// <path> is auto (what select() runs: cluster or split per shape, DeviceSelector::split_path_for),
+// global, cluster or split.
 // Counters: key_bytes (compressed keys read per call), GBps (key_bytes / time), pct_ceiling
 // (GBps / the device-to-device copy bandwidth measured once in this binary, counting read +
 // write), cluster (CTAs per (entry, head); 0 = global path), splits (global path's split-K),
@@ -197,10 +198,10 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   state.counters["ceiling_GBps"] = ceiling;
   const int used_cluster = cluster_size > 0 ? cluster_size : sel.cluster_size_for(batch, path);
   state.counters["cluster"] = used_cluster;
-  state.counters["splits"] = used_cluster > 0 ? 0 : sel.splits_for(batch);
+  const bool split = path == nosa::SelectPath::kSplit || (path == nosa::SelectPath::kAuto && sel.split_path_for(batch));
+  state.counters["splits"] = used_cluster > 0 || split ? 0 : sel.splits_for(batch);
   const nosa::ClusterScan ran = scan == nosa::ClusterScan::kAuto ? sel.cluster_scan_for(batch, used_cluster) : scan;
   state.counters["regs"] = used_cluster > 0 && ran == nosa::ClusterScan::kRegisterLogits;
-  const bool split = path == nosa::SelectPath::kSplit || (path == nosa::SelectPath::kAuto && sel.split_path_for(batch));
   if (split) {  // parts per head, groups of parts resident at once, jobs per CTA
     const int parts = head_parts > 0 ? head_parts : sel.head_parts_for(batch);
     const int groups = sel.split_groups(parts);
@@ -264,11 +265,13 @@ void cluster_sizes(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
+BENCHMARK_CAPTURE(BM_Stage1, auto, nosa::SelectPath::kAuto)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1, global, nosa::SelectPath::kGlobal)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1, split, nosa::SelectPath::kSplit)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1Scan, shared_logits, nosa::ClusterScan::kSharedLogits)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1Scan, register_logits, nosa::ClusterScan::kRegisterLogits)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Select, auto, nosa::SelectPath::kAuto)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, global, nosa::SelectPath::kGlobal)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, split, nosa::SelectPath::kSplit)->Apply(shapes);

@@ -4,10 +4,13 @@
 // compressed keys and compressed agnostic scores on the device, updated incrementally as tokens
 // are appended, and selects each step's blocks for a batch on one stream. Stage 1 (scores of
 // the compressed keys, softmax over them, window max-pooling to blocks, forced blocks) runs on
-// one of two paths, chosen per call from the config and the batch (SelectArgs::path):
+// one of three paths, chosen per call from the config and the batch (SelectArgs::path):
 //   cluster: one thread-block cluster per (entry, KV head) scans, normalizes and pools on chip
 //            (2-byte KeyStore, heads that fit in C CTAs); its kernel (SelectArgs::cluster_scan)
 //            keeps the logits in shared memory or, for grids of more than 1.5 waves, in registers;
+//   split:   the register-logit scan with each (entry, KV head) split over head_parts CTAs of one
+//            cooperative launch (no cluster: softmax statistics exchanged through global memory),
+//            for batches whose jobs fit in one or two rounds of the GPU (split_path_for);
 //   global:  score (split-K, logits + split statistics to global scratch) -> pool.
 // Then select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
 // The result equals host::select_blocks (up to fp32 near-ties in the stage-1 scores).
@@ -32,7 +35,9 @@
 // device_errors() reports (it synchronizes the stream: call it in tests or debug builds only).
 //
 // Graph capture: append_tokens and select launch fixed grids (from batch and the config), never
-// allocate and never synchronize; capture them once per batch size and replay.
+// allocate and never synchronize; capture them once per batch size and replay. select() calls of
+// one selector share its workspace scratch (and the split path's arrive counters): issue them in
+// stream order, not concurrently on several streams.
 #pragma once
 
 #include <nosa/config.h>
@@ -305,7 +310,7 @@ class DeviceSelector {
     return {};
   }
 
-  /// Fixes a->path, cluster_size and cluster_scan to the shape select(*a) would run, for callers
+  /// Fixes a->path, cluster_size, cluster_scan and head_parts to the shape select(*a) would run, for callers
   /// that select a batch in parts (micro-batches): a call with the pinned shape on a part
   /// (part_of) computes each entry bit for bit as the whole-batch call does, because the
   /// per-entry kernels then no longer depend on the batch size. *per_entry is false where that
@@ -437,10 +442,17 @@ class DeviceSelector {
   int split_groups(int n) const { return head_parts_usable(n) ? split_plans_[n].groups : 0; }
   /// CTAs per (entry, KV head) the split path uses for `batch` entries (0: it is not available).
   int head_parts_for(int batch) const { return choose_parts(batch); }
-  /// Whether path kAuto takes the split path for `batch` entries (measured rule, see choose_parts).
+  /// Whether path kAuto takes the split path for `batch` entries: where it is available, heads of
+  /// at least kSplitAutoMinKeys compressed keys, and the jobs fit in at most two positions (each
+  /// CTA takes one or two jobs). Measured on an H100 (docs/notes/selector.md): there it runs on all
+  /// 132 SMs where 16-CTA clusters use 116 and one wave ends with no second one to start (batch 1
+  /// and 16 x 2 at 128K; 16 x 8, 64 x 2, 128 x 2 at 32K: 5-24 % faster than the cluster path);
+  /// from 4 positions up a job's fixed cost (q and first tiles, the statistics exchange through
+  /// L2) makes it 1-10 % slower than the cluster kernels, which keep the other shapes.
   bool split_path_for(int batch) const {
-    (void)batch;
-    return false;
+    if (dims_.max_nc < kSplitAutoMinKeys) return false;
+    const int n = choose_parts(batch);
+    return n > 0 && split_positions(batch, n) <= 2;
   }
 
  private:
@@ -461,7 +473,8 @@ class DeviceSelector {
   static constexpr int kScanKeysPerSplit = 256;  // scoring CTAs of large grids
   static constexpr int kFixedSplitWaves = 2;
   static constexpr int kClusterKeysPerCta = 512;  // cluster path: target keys per CTA (choose_cluster)
-  static constexpr int kSplitPartOverheadKeys = 64;  // split path: a part's fixed cost in keys (choose_parts)
+  static constexpr int kSplitKeysPerPart = 256;    // split path: target keys per part (choose_parts)
+  static constexpr int kSplitAutoMinKeys = 1023;   // split path: shortest heads auto takes it for (16K tokens)
 
   static Layout layout(const Config& cfg) {
     Layout l;
@@ -639,12 +652,12 @@ class DeviceSelector {
       if (dyn_max > 0) NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn_max));
       NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                          static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-      using R = detail::RegisterScan<T, kHeadDim, kGroupSize, detail::kSplitScanTiles>;
-      const std::size_t smem = detail::register_split_smem_bytes<T, kHeadDim, kGroupSize>();
+      using R = detail::RegisterScan<T, kHeadDim, kGroupSize>;
       bool any = false;
       for (int n = 2; n <= dims_.max_parts; ++n) {
         const int keys = detail::score_chunk(std::max(dims_.max_nc, 1), n);
         if (keys + halo > R::kMaxKeys) continue;
+        const std::size_t smem = detail::register_cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys + halo);
         if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) continue;
         int per_sm = 0;
         if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, detail::kRegisterScanThreads, smem) != cudaSuccess) {
@@ -735,17 +748,24 @@ class DeviceSelector {
     return largest;
   }
 
-  /// Parts per job of the split path for `batch` entries (0: not available): minimizes (jobs per
-  /// CTA) x (keys per part + kSplitPartOverheadKeys) over the usable part counts.
-  int choose_parts(int batch) const {
+  /// Jobs per CTA (positions) of a split launch with n parts for `batch` entries.
+  long long split_positions(int batch, int n) const {
     const long long jobs = static_cast<long long>(batch) * cfg_.num_kv_heads;
+    return (jobs + split_plans_[n].groups - 1) / split_plans_[n].groups;
+  }
+  /// Parts per job of the split path for `batch` entries (0: not available): the fewest positions,
+  /// then keys per part closest to kSplitKeysPerPart, then the fewest parts. Measured on an H100
+  /// (BM_HeadParts, docs/notes/selector.md): a job's fixed cost makes more positions of smaller
+  /// parts slower (16 x 8 at 128K: 132 us at 16 parts in 4 positions, 224 at 64 in 16), and in
+  /// one position 256-key parts were the fastest or within 5 % of it (batch 1 at 128K).
+  int choose_parts(int batch) const {
     int best = 0;
-    long long best_cost = -1;
+    long long best_pos = 0, best_dist = 0;
     for (int n = 2; n <= kMaxHeadParts; ++n) {
       if (!head_parts_usable(n)) continue;
-      const long long positions = (jobs + split_plans_[n].groups - 1) / split_plans_[n].groups;
-      const long long cost = positions * (split_plans_[n].keys + kSplitPartOverheadKeys);
-      if (best_cost < 0 || cost < best_cost) best = n, best_cost = cost;
+      const long long pos = split_positions(batch, n);
+      const long long dist = std::abs(split_plans_[n].keys - kSplitKeysPerPart);
+      if (best == 0 || pos < best_pos || (pos == best_pos && dist < best_dist)) best = n, best_pos = pos, best_dist = dist;
     }
     return best;
   }

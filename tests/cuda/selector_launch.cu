@@ -191,7 +191,7 @@ class Impl final : public SelectorHandle {
     return v;
   }
   int auto_cluster_scan(int batch, int c) const override { return static_cast<int>(sel_.cluster_scan_for(batch, c)); }
-  int cluster_size_for(int batch) const override { return sel_.cluster_size_for(batch); }
+  int cluster_size_for(int batch) const override { return sel_.cluster_size_for(batch, nosa::SelectPath::kCluster); }
   std::vector<int> split_parts() const override {
     std::vector<int> v;
     for (int n = 2; n <= nosa::kMaxHeadParts; ++n)

@@ -71,7 +71,8 @@ class SelectorHandle {
   virtual std::vector<int> register_scan_sizes() const = 0;
   /// The cluster kernel cluster_scan = auto runs for `batch` at cluster size c (raw ClusterScan value).
   virtual int auto_cluster_scan(int batch, int c) const = 0;
-  /// Cluster size select() takes for `batch` on auto (0: global path).
+  /// Cluster size select() takes for `batch` on the cluster path (0: no cluster path; auto may take
+  /// the split path instead, split_path_for).
   virtual int cluster_size_for(int batch) const = 0;
   /// Cluster sizes usable by this selector on this device, ascending (empty: no cluster path).
   virtual std::vector<int> cluster_sizes() const = 0;

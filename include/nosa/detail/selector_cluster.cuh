@@ -237,21 +237,6 @@ constexpr std::size_t register_cluster_smem_bytes(int keys) {
   return RegisterScan<T, D, G>::kStageBytes + (sizeof(float) * static_cast<std::size_t>(keys) + 15) / 16 * 16;
 }
 
-/// Warp tiles per warp of the split kernel (score_pool_split_kernel): two sets of logits (the
-/// deferred end) of 4 tiles each, as many registers as the cluster kernel's 9 tiles; a part holds
-/// at most 256 keys with its halo.
-/// -DNOSA_SPLIT_DEFERRED=0 (A/B runs): no deferred end, the cluster kernel's tiles per warp.
-#ifndef NOSA_SPLIT_DEFERRED
-#define NOSA_SPLIT_DEFERRED 1
-#endif
-constexpr bool kSplitDeferred = NOSA_SPLIT_DEFERRED != 0;
-constexpr int kSplitScanTiles = kSplitDeferred ? 4 : NOSA_REGISTER_SCAN_MAX_TILES;
-template <class T, int D, int G>
-constexpr std::size_t register_split_smem_bytes() {
-  using R = RegisterScan<T, D, G, kSplitScanTiles>;
-  return R::kStageBytes + sizeof(float) * (kSplitDeferred ? 2 : 1) * static_cast<std::size_t>(R::kMaxKeys);
-}
-
 /// The keys [lo, hi) a register-scan CTA reads for job cta, the blocks [m0, m1) it pools (of nb).
 struct RegisterScanJob {
   int nb, m0, m1, lo, hi;
@@ -284,9 +269,7 @@ NOSA_DEVICE NOSA_FORCEINLINE RegisterScanJob register_scan_job(const SelectParam
 /// Interface: parts, rank, first_job, job_stride; token = publish(s_stat, job) after s_stat is
 /// written; wait(job, token) before combine(); combine<Groups>(s_stat, job, grp, g) = the
 /// statistics of query head g of ranks grp, grp + Groups, ... combined in that order;
-/// read_done() after the last combine(); job_done() before the next job rewrites
-/// s_stat; kDeferrable: whether wait(job) may follow later jobs' publishes (register_scan_pool's
-/// deferred end).
+/// read_done() after the last combine(); job_done() before the next job rewrites s_stat.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // cluster_group exists for sm_90+ only
 struct ClusterExchange {
   cooperative_groups::cluster_group cluster;
@@ -297,7 +280,6 @@ struct ClusterExchange {
     first_job = static_cast<int>(blockIdx.y + gridDim.y * blockIdx.z);
     job_stride = static_cast<int>(gridDim.y * gridDim.z);
   }
-  static constexpr bool kDeferrable = false;  // arrive and wait must alternate
   NOSA_DEVICE NOSA_FORCEINLINE unsigned publish(float2*, int) {
     cluster_arrive();
     return 0;
@@ -323,7 +305,6 @@ template <int G, class P>
 struct GroupExchange {
   const P& p;  // the kernel's __grid_constant__ parameters: pointers stay in the constant bank
   int parts, rank, first_job, job_stride;
-  static constexpr bool kDeferrable = true;  // a job's wait may come after later jobs' publishes
   NOSA_DEVICE NOSA_FORCEINLINE explicit GroupExchange(const P& params) : p(params) {
     parts = p.splits;
     rank = static_cast<int>(blockIdx.x) % parts;
@@ -397,10 +378,9 @@ struct GroupExchange {
 /// Without the prefetch a CTA would stream nothing from the end of its scan to the start of the
 /// next job's (barrier waits, combine, S, pooling: about a quarter of its time at 128K, measured
 /// in docs/notes/selector.md).
-template <class T, class KS, int D, int G, bool NeedPe, int MaxTiles, bool Deferred, class Exchange>
+template <class T, class KS, int D, int G, bool NeedPe, class Exchange>
 NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& p, Exchange& ex) {
-  using R = RegisterScan<T, D, G, MaxTiles>;
-  static_assert(!Deferred || Exchange::kDeferrable, "a deferred end needs an exchange whose waits can lag its publishes");
+  using R = RegisterScan<T, D, G>;
   using CT = cuda_type_t<T>;
   constexpr int P = R::P, KT = R::KT, W = R::W, S = R::kStages, NT = R::kMaxTiles;
   constexpr int kGroups = R::kThreads / 16;  // rank groups of the statistics combine
@@ -412,7 +392,7 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
   __shared__ float s_off[16];            // window_offset per query head
   extern __shared__ float4 cluster_smem4[];
   uint4* s_ring = reinterpret_cast<uint4*>(cluster_smem4);         // [W][S][kPieces][32]
-  float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo] (Deferred: two of kMaxKeys)
+  float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
 
   const int C = ex.parts, rank = ex.rank;
   const int jobs = p.batch * p.st.num_kv_heads, job_stride = ex.job_stride;
@@ -583,68 +563,24 @@ NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& 
   if (job >= jobs) return;  // the whole cluster / group: nothing to do
   RegisterScanJob js = register_scan_job(p, cta);
   issue_head(cta, js);
-  if constexpr (!Deferred) {
-    for (;;) {
-      Logits lg;
-      scan_job(cta, js, lg, s_S);
-      const unsigned token = ex.publish(s_stat, job);
-      // the next job's q and first key tiles stream while this one ends
-      ClusterCta next;
-      const int next_id = next_job(job + job_stride, &next);
-      RegisterScanJob next_js{};
-      if (next_id < jobs) {
-        next_js = register_scan_job(p, next);
-        issue_head(next, next_js);
-      }
-      end_job(cta, js, job, token, lg, s_S);
-      ex.job_done();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
-      if (next_id >= jobs) break;
-      job = next_id;
-      cta = next;
-      js = next_js;
+  for (;;) {
+    Logits lg;
+    scan_job(cta, js, lg, s_S);
+    const unsigned token = ex.publish(s_stat, job);
+    // the next job's q and first key tiles stream while this one ends
+    ClusterCta next;
+    const int next_id = next_job(job + job_stride, &next);
+    RegisterScanJob next_js{};
+    if (next_id < jobs) {
+      next_js = register_scan_job(p, next);
+      issue_head(next, next_js);
     }
-  } else {
-    // a job ends after the next one's scan (two sets of logits, two S buffers), so its wait finds
-    // the other parts' statistics published while this CTA streamed keys
-    Logits lg, lg_prev;
-    float* sS = s_S;
-    float* sS_prev = s_S + R::kMaxKeys;
-    ClusterCta prev;
-    RegisterScanJob prev_js{};
-    int prev_job = -1;
-    unsigned prev_token = 0;
-    for (;;) {
-      scan_job(cta, js, lg, sS);
-      const unsigned token = ex.publish(s_stat, job);
-      ClusterCta next;
-      const int next_id = next_job(job + job_stride, &next);
-      RegisterScanJob next_js{};
-      if (next_id < jobs) {
-        next_js = register_scan_job(p, next);
-        issue_head(next, next_js);
-      }
-      if (prev_job >= 0) end_job(prev, prev_js, prev_job, prev_token, lg_prev, sS_prev);
-      if (next_id >= jobs) {
-        end_job(cta, js, job, token, lg, sS);
-        break;
-      }
-#pragma unroll
-      for (int k = 0; k < NT; ++k)
-#pragma unroll
-        for (int kt = 0; kt < KT; ++kt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) lg_prev[k][kt][e] = lg[k][kt][e];
-      float* t = sS_prev;
-      sS_prev = sS;
-      sS = t;
-      prev = cta;
-      prev_js = js;
-      prev_job = job;
-      prev_token = token;
-      job = next_id;
-      cta = next;
-      js = next_js;
-    }
+    end_job(cta, js, job, token, lg, s_S);
+    ex.job_done();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
+    if (next_id >= jobs) break;
+    job = next_id;
+    cta = next;
+    js = next_js;
   }
 }
 
@@ -658,7 +594,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   __trap();
 #else
   ClusterExchange ex;
-  register_scan_pool<T, KS, D, G, NeedPe, NOSA_REGISTER_SCAN_MAX_TILES, false>(p, ex);
+  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
 #endif
 }
 
@@ -674,7 +610,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   __trap();
 #else
   GroupExchange<G, SelectParams<T, KS>> ex(p);
-  register_scan_pool<T, KS, D, G, NeedPe, kSplitScanTiles, kSplitDeferred>(p, ex);
+  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
 #endif
 }
 
