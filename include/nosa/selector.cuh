@@ -444,11 +444,12 @@ class DeviceSelector {
   int head_parts_for(int batch) const { return choose_parts(batch); }
   /// Whether path kAuto takes the split path for `batch` entries: where it is available, heads of
   /// at least kSplitAutoMinKeys compressed keys, and the jobs fit in at most two positions (each
-  /// CTA takes one or two jobs). Measured on an H100 (docs/notes/selector.md): there it runs on all
-  /// 132 SMs where 16-CTA clusters use 116 and one wave ends with no second one to start (batch 1
-  /// and 16 x 2 at 128K; 16 x 8, 64 x 2, 128 x 2 at 32K: 5-24 % faster than the cluster path);
-  /// from 4 positions up a job's fixed cost (q and first tiles, the statistics exchange through
-  /// L2) makes it 1-10 % slower than the cluster kernels, which keep the other shapes.
+  /// CTA takes one or two jobs). Measured on an H100 (docs/notes/selector.md), stage 1: 2-21 %
+  /// faster than the cluster path at those shapes at 32K and 128K (it runs on all 132 SMs where
+  /// 16-CTA clusters use 116, and one round ends with no second wave to wait for); from 4
+  /// positions up a job's fixed cost (q and first tiles, the statistics exchange through L2) makes
+  /// it 1-10 % slower, and at 16K it lost at 16 x 8 and 64 x 2 (19.7 against 17.2 us): the
+  /// cluster kernels keep those shapes.
   bool split_path_for(int batch) const {
     if (dims_.max_nc < kSplitAutoMinKeys) return false;
     const int n = choose_parts(batch);
@@ -474,7 +475,7 @@ class DeviceSelector {
   static constexpr int kFixedSplitWaves = 2;
   static constexpr int kClusterKeysPerCta = 512;  // cluster path: target keys per CTA (choose_cluster)
   static constexpr int kSplitKeysPerPart = 256;    // split path: target keys per part (choose_parts)
-  static constexpr int kSplitAutoMinKeys = 1023;   // split path: shortest heads auto takes it for (16K tokens)
+  static constexpr int kSplitAutoMinKeys = 2047;   // split path: shortest heads auto takes it for (32K tokens)
 
   static Layout layout(const Config& cfg) {
     Layout l;
