@@ -226,7 +226,8 @@ class DeviceSelector {
   }
 
   /// Zeroes every slot's token count, the error flag and the split path's arrive counters. Call
-  /// once after create().
+  /// once after create(), before any other call (the split path's waits rely on the zeroed
+  /// counters).
   Status initialize(cudaStream_t stream) {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_CUDA_TRY(cudaMemsetAsync(st_.counts, 0, sizeof(int) * cfg_.max_sequences, stream));
@@ -428,7 +429,8 @@ class DeviceSelector {
                                                                                         : ClusterScan::kSharedLogits;
   }
   /// Cluster size (CTAs per (entry, KV head)) select() uses for a batch of `batch` entries on
-  /// `path`; 0 means the global path. Fixed by the config and batch (graph replay stays valid).
+  /// `path`; 0 means the global path, or (path kAuto) the split path where split_path_for(batch).
+  /// Fixed by the config and batch (graph replay stays valid).
   int cluster_size_for(int batch, SelectPath path = SelectPath::kAuto) const {
     if (path == SelectPath::kGlobal || path == SelectPath::kSplit) return 0;
     if (path == SelectPath::kAuto && split_path_for(batch)) return 0;
@@ -680,19 +682,19 @@ class DeviceSelector {
     for (auto& c : clusters_) c = ClusterPlan{};
     for (auto& c : register_clusters_) c = ClusterPlan{};
     for (auto& n : split_plans_) n = SplitPlan{};
-    split_why_not_ = "it needs the register-logit scan on code for sm_90 or newer (see the cluster path)";
+    split_why_not_ = "not planned";
     if constexpr (kKind == SelectorKind::kDense) {
-      cluster_why_not_ = "the dense policy has no stage 1";
+      cluster_why_not_ = split_why_not_ = "the dense policy has no stage 1";
       return {};
     } else if constexpr (sizeof(KeyStore) != 2) {
-      cluster_why_not_ = "it needs 2-byte keys (KeyStore = T)";
+      cluster_why_not_ = split_why_not_ = "it needs 2-byte keys (KeyStore = T)";
       return {};
     } else {
       int has_clusters = 0, optin = 0;
       NOSA_CUDA_TRY(cudaDeviceGetAttribute(&has_clusters, cudaDevAttrClusterLaunch, device));
       NOSA_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
       if (!has_clusters) {
-        cluster_why_not_ = "the device has no thread-block clusters (needs sm_90 or newer)";
+        cluster_why_not_ = split_why_not_ = "the device has no thread-block clusters (needs sm_90 or newer)";
         return {};
       }
       cudaFuncAttributes fa{};
@@ -704,6 +706,7 @@ class DeviceSelector {
       if (code_arch < 90) {
         cluster_why_not_ = "the selector's code for this device was compiled for compute_" + std::to_string(code_arch) +
                            " (thread-block clusters need code for sm_90 or newer)";
+        split_why_not_ = cluster_why_not_;
         return {};
       }
       int dyn_plain = 0, dyn_staged = 0, dyn_regs = 0;

@@ -210,14 +210,14 @@ static_assert(NOSA_REGISTER_SCAN_MAX_TILES >= 1, "register scan: at least one wa
 /// range, at most kMaxTiles of them (kMaxKeys keys per CTA); the ring has kStages tiles per warp
 /// (NOSA_REGISTER_SCAN_RING_BYTES per warp whatever D is, 2..8 tiles). Needs G <= 16 (one m16
 /// tile of query heads).
-template <class T, int D, int G, int MaxTiles = NOSA_REGISTER_SCAN_MAX_TILES>
+template <class T, int D, int G>
 struct RegisterScan {
   static constexpr int W = NOSA_REGISTER_SCAN_WARPS;
   static constexpr int kThreads = kRegisterScanThreads;
   static constexpr int P = D / 32;        // 16-byte pieces per lane per key row
   static constexpr int KT = 2;            // 8-key mma columns per warp tile
   static constexpr int kTileKeys = 8 * KT;
-  static constexpr int kMaxTiles = MaxTiles;  // 8 logit registers per lane each
+  static constexpr int kMaxTiles = NOSA_REGISTER_SCAN_MAX_TILES;  // 8 logit registers per lane each
   static constexpr int kMaxKeys = W * kTileKeys * kMaxTiles;
   static constexpr int kPieces = P * KT;  // 16-byte pieces per lane per tile
   static constexpr int kTileBytes = kPieces * 32 * 16;
@@ -265,7 +265,9 @@ NOSA_DEVICE NOSA_FORCEINLINE RegisterScanJob register_scan_job(const SelectParam
 ///     counter; a CTA waits until the counter has moved by kArriveTotal since the multiple of
 ///     kArriveTotal its own add saw. Counters start at 0 (DeviceSelector::initialize) and every
 ///     call adds exactly kArriveTotal per job it runs, so they stay multiples of it between
-///     calls (and wrap consistently: kArriveTotal divides 2^32); no reset launch is needed.
+///     calls (and wrap consistently: kArriveTotal divides 2^32); no reset launch is needed. A
+///     workspace whose counters were not zeroed (initialize() skipped) can make a wait spin
+///     forever: initialize() is required, as for the token counts.
 /// Interface: parts, rank, first_job, job_stride; token = publish(s_stat, job) after s_stat is
 /// written; wait(job, token) before combine(); combine<Groups>(s_stat, job, grp, g) = the
 /// statistics of query head g of ranks grp, grp + Groups, ... combined in that order;
@@ -315,10 +317,9 @@ struct GroupExchange {
     return p.stats + (static_cast<size_t>(job) * p.splits + c) * G;
   }
   NOSA_DEVICE NOSA_FORCEINLINE unsigned* counter(int job) const { return p.arrive + static_cast<size_t>(job) * kArriveStride; }
-  // s_stat[g] was written by thread g (write_split_stats); the fence-barrier-atomic order is the
-  // one of a grid barrier: every statistic is visible before the counter moves
-  // returns (thread 0) the multiple of kArriveTotal the job's counter held before this call: the
-  // token wait() needs
+  // s_stat[g] was written by thread g (write_split_stats). The fence-barrier-atomic order is the
+  // one of a grid barrier: every statistic is visible before the counter moves. Returns (thread 0)
+  // the multiple of kArriveTotal the job's counter held before this call: wait()'s token.
   NOSA_DEVICE NOSA_FORCEINLINE unsigned publish(float2* s_stat, int job) {
     if (threadIdx.x < G) {
       __stcg(slot(job, rank) + threadIdx.x, s_stat[threadIdx.x]);
