@@ -1,7 +1,8 @@
 // Selection time per layer of nosa::DeviceSelector (NOSA policy, G = 16, D = 128, bf16 keys),
-// for batch 1/16/64/128, Hkv 2/8, contexts 16K/32K/128K, on both stage-1 paths:
+// for batch 1/16/64/128, Hkv 2/8, contexts 16K/32K/128K, on each stage-1 path:
 //   BM_Stage1/<path>  stage 1 alone: compressed-key scan, softmax, pooling to Pq/Pe
-//                     (global: score + pool kernels; cluster: the one cluster kernel)
+//                     (global: score + pool kernels; cluster: the one cluster kernel; split: the
+//                     one cooperative split-head kernel)
 //   BM_Select/<path>  the whole selection (stage 1 + two-stage top-k)
 //   BM_Stage1Scan/<kernel>  stage 1 on the cluster path with its kernel forced (shared_logits,
 //                     register_logits; SelectArgs::cluster_scan): tunes cluster_scan_for
@@ -9,12 +10,16 @@
 //                     this device cannot run for the shape are skipped), with the kernel auto
 //                     (cluster_scan_for) or forced (register_logits): tunes choose_cluster and the
 //                     register scan's build-time shape (NOSA_REGISTER_SCAN_*)
-// <path> is global or cluster ("auto" would be cluster for every shape here).
+//   BM_HeadParts      stage 1 on the split path at a forced head_parts (CTAs per (entry, head)):
+//                     tunes choose_parts and split_path_for
+// <path> is auto (what select() runs: cluster or split per shape, DeviceSelector::split_path_for),
+// global, cluster or split.
 // Counters: key_bytes (compressed keys read per call), GBps (key_bytes / time), pct_ceiling
 // (GBps / the device-to-device copy bandwidth measured once in this binary, counting read +
 // write), cluster (CTAs per (entry, head); 0 = global path), splits (global path's split-K),
 // regs (1: the register-logit cluster kernel ran), resident (its clusters resident at once) and
-// waves (batch x Hkv / resident: 1.1 means a second wave with a 10 % tail).
+// waves (batch x Hkv / resident: 1.1 means a second wave with a 10 % tail); split path: parts
+// (CTAs per (entry, head)), groups (groups of parts resident at once), positions (jobs per CTA).
 // The compressed state is filled directly with random keys (appending 128K tokens x 64
 // sequences would only slow the setup down; append kernels are not what is measured here).
 // Short subset: --benchmark_filter='BM_(Stage1|Select)/.*/batch:(16|128)/hkv:2/ctx:131072'.
@@ -91,7 +96,7 @@ double copy_ceiling_gbps() {
 enum class What { kStage1, kSelect };
 
 void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_size,
-         nosa::ClusterScan scan = nosa::ClusterScan::kAuto) {
+         nosa::ClusterScan scan = nosa::ClusterScan::kAuto, int head_parts = 0) {
   const int batch = static_cast<int>(state.range(0));
   const int hkv = static_cast<int>(state.range(1));
   const int ctx = static_cast<int>(state.range(2));
@@ -114,6 +119,11 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
       (cluster_size > 0 ? !sel.cluster_size_usable(cluster_size) : sel.cluster_size_for(batch, path) == 0)) {
     cudaFree(ws);
     return state.SkipWithError("cluster path (or this cluster size) not usable for this shape on this device");
+  }
+  if (path == nosa::SelectPath::kSplit &&
+      (head_parts > 0 ? !sel.head_parts_usable(head_parts) : sel.head_parts_for(batch) == 0)) {
+    cudaFree(ws);
+    return state.SkipWithError("split path (or this head_parts) not usable for this shape on this device");
   }
   if (scan == nosa::ClusterScan::kRegisterLogits &&
       !sel.register_scan_usable(cluster_size > 0 ? cluster_size : sel.cluster_size_for(batch, path))) {
@@ -158,6 +168,7 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   a.path = path;
   a.cluster_size = cluster_size;
   a.cluster_scan = scan;
+  a.head_parts = head_parts;
   auto call = [&] {
     const nosa::Status r = what == What::kStage1 ? sel.stage1_only(a, s) : sel.select(a, s);
     if (!r.ok()) {
@@ -187,9 +198,17 @@ void run(benchmark::State& state, What what, nosa::SelectPath path, int cluster_
   state.counters["ceiling_GBps"] = ceiling;
   const int used_cluster = cluster_size > 0 ? cluster_size : sel.cluster_size_for(batch, path);
   state.counters["cluster"] = used_cluster;
-  state.counters["splits"] = used_cluster > 0 ? 0 : sel.splits_for(batch);
+  const bool split = path == nosa::SelectPath::kSplit || (path == nosa::SelectPath::kAuto && sel.split_path_for(batch));
+  state.counters["splits"] = used_cluster > 0 || split ? 0 : sel.splits_for(batch);
   const nosa::ClusterScan ran = scan == nosa::ClusterScan::kAuto ? sel.cluster_scan_for(batch, used_cluster) : scan;
   state.counters["regs"] = used_cluster > 0 && ran == nosa::ClusterScan::kRegisterLogits;
+  if (split) {  // parts per head, groups of parts resident at once, jobs per CTA
+    const int parts = head_parts > 0 ? head_parts : sel.head_parts_for(batch);
+    const int groups = sel.split_groups(parts);
+    state.counters["parts"] = parts;
+    state.counters["groups"] = groups;
+    state.counters["positions"] = groups > 0 ? (batch * hkv + groups - 1) / groups : 0;
+  }
   if (used_cluster > 0) {  // wave quantization: resident clusters of the kernel that ran, and waves of the grid
     const int resident = sel.resident_clusters(used_cluster, ran);
     state.counters["resident"] = resident;
@@ -217,12 +236,24 @@ void BM_Select(benchmark::State& state, nosa::SelectPath path) { run(state, What
 void BM_ClusterSize(benchmark::State& state, nosa::ClusterScan scan) {
   run(state, What::kStage1, nosa::SelectPath::kCluster, static_cast<int>(state.range(3)), scan);
 }
+void BM_HeadParts(benchmark::State& state) {
+  run(state, What::kStage1, nosa::SelectPath::kSplit, 0, nosa::ClusterScan::kAuto, static_cast<int>(state.range(3)));
+}
 
 void shapes(benchmark::internal::Benchmark* b) {
   for (int batch : {1, 16, 64, 128})
     for (int hkv : {2, 8})
       for (int ctx : {16384, 32768, 131072}) b->Args({batch, hkv, ctx});
   b->ArgNames({"batch", "hkv", "ctx"})->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+void head_parts(benchmark::internal::Benchmark* b) {
+  for (int batch : {1, 16, 64, 128})
+    for (int hkv : {2, 8}) {
+      for (int n : {10, 12, 16, 20, 24, 32, 48, 64}) b->Args({batch, hkv, 32768, n});
+      for (int n : {16, 20, 24, 32, 37, 40, 43, 48, 56, 64, 86, 128}) b->Args({batch, hkv, 131072, n});
+    }
+  b->ArgNames({"batch", "hkv", "ctx", "parts"})->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
 void cluster_sizes(benchmark::internal::Benchmark* b) {
@@ -234,12 +265,17 @@ void cluster_sizes(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
+BENCHMARK_CAPTURE(BM_Stage1, auto, nosa::SelectPath::kAuto)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1, global, nosa::SelectPath::kGlobal)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Stage1, split, nosa::SelectPath::kSplit)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1Scan, shared_logits, nosa::ClusterScan::kSharedLogits)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Stage1Scan, register_logits, nosa::ClusterScan::kRegisterLogits)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Select, auto, nosa::SelectPath::kAuto)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, global, nosa::SelectPath::kGlobal)->Apply(shapes);
 BENCHMARK_CAPTURE(BM_Select, cluster, nosa::SelectPath::kCluster)->Apply(shapes);
+BENCHMARK_CAPTURE(BM_Select, split, nosa::SelectPath::kSplit)->Apply(shapes);
+BENCHMARK(BM_HeadParts)->Apply(head_parts);
 BENCHMARK_CAPTURE(BM_ClusterSize, auto, nosa::ClusterScan::kAuto)->Apply(cluster_sizes);
 BENCHMARK_CAPTURE(BM_ClusterSize, register_logits, nosa::ClusterScan::kRegisterLogits)->Apply(cluster_sizes);
 BENCHMARK_MAIN();

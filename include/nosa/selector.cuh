@@ -4,10 +4,13 @@
 // compressed keys and compressed agnostic scores on the device, updated incrementally as tokens
 // are appended, and selects each step's blocks for a batch on one stream. Stage 1 (scores of
 // the compressed keys, softmax over them, window max-pooling to blocks, forced blocks) runs on
-// one of two paths, chosen per call from the config and the batch (SelectArgs::path):
+// one of three paths, chosen per call from the config and the batch (SelectArgs::path):
 //   cluster: one thread-block cluster per (entry, KV head) scans, normalizes and pools on chip
 //            (2-byte KeyStore, heads that fit in C CTAs); its kernel (SelectArgs::cluster_scan)
 //            keeps the logits in shared memory or, for grids of more than 1.5 waves, in registers;
+//   split:   the register-logit scan with each (entry, KV head) split over head_parts CTAs of one
+//            cooperative launch (no cluster: softmax statistics exchanged through global memory),
+//            for batches whose jobs fit in one or two rounds of the GPU (split_path_for);
 //   global:  score (split-K, logits + split statistics to global scratch) -> pool.
 // Then select (query-aware top-qk, agnostic top-budget; radix select + cub::BlockScan).
 // The result equals host::select_blocks (up to fp32 near-ties in the stage-1 scores).
@@ -32,7 +35,9 @@
 // device_errors() reports (it synchronizes the stream: call it in tests or debug builds only).
 //
 // Graph capture: append_tokens and select launch fixed grids (from batch and the config), never
-// allocate and never synchronize; capture them once per batch size and replay.
+// allocate and never synchronize; capture them once per batch size and replay. select() calls of
+// one selector share its workspace scratch (and the split path's arrive counters): issue them in
+// stream order, not concurrently on several streams.
 #pragma once
 
 #include <nosa/config.h>
@@ -76,13 +81,20 @@ inline constexpr long long kMaxSelectorTokens = 1LL << 22;  // 4M tokens
 /// memory of at most 16 CTAs: ~800K tokens for G = 16 with window 32, stride 16), else the global
 /// path. kGlobal and kCluster force one (tests and benchmarks compare them on the same data);
 /// kCluster where it is not available returns kNotSupported before any launch.
-enum class SelectPath { kAuto = 0, kGlobal = 1, kCluster = 2 };
+/// kSplit: the register-logit scan with each (entry, KV head) split over head_parts CTAs anywhere
+/// on the GPU (no cluster: the parts exchange their softmax statistics through global memory),
+/// one cooperative launch whose CTAs are all resident at once and take the jobs in a fixed order.
+/// It needs what the register cluster kernel needs (2-byte KeyStore, G <= 16, a sparse policy, code
+/// for sm_90+) and cooperative launch; kAuto takes it where it was measured faster
+/// (DeviceSelector::split_path_for).
+enum class SelectPath { kAuto = 0, kGlobal = 1, kCluster = 2, kSplit = 3 };
 
 inline const char* to_string(SelectPath path) {
   switch (path) {
     case SelectPath::kAuto: return "auto";
     case SelectPath::kGlobal: return "global";
     case SelectPath::kCluster: return "cluster";
+    case SelectPath::kSplit: return "split";
   }
   return "?";
 }
@@ -116,7 +128,15 @@ struct SelectArgs {
   /// Cluster-path kernel (ClusterScan). Non-auto values need the cluster path (refused with
   /// kGlobal); kRegisterLogits where it cannot run for this config returns kNotSupported.
   ClusterScan cluster_scan = ClusterScan::kAuto;
+  /// CTAs per (entry, KV head) of the split path, 2..kMaxHeadParts, or 0 (default) to choose it
+  /// from the batch (DeviceSelector::head_parts_for). Non-zero forces the split path (path kAuto
+  /// or kSplit; refused with the others). For tests and tuning; a count the device cannot run for
+  /// this config (head_parts_usable) returns kNotSupported before any launch.
+  int head_parts = 0;
 };
+
+/// Most CTAs per (entry, KV head) the split path takes (SelectArgs::head_parts).
+inline constexpr int kMaxHeadParts = 128;
 
 template <class Geo, class Policy, class T, class KeyStore = T>
 class DeviceSelector {
@@ -184,6 +204,7 @@ class DeviceSelector {
     s.st_.stride = cfg.params.stride;
     s.logits_ = l.ws.template at<float>(workspace, l.logits);
     s.stats_ = l.ws.template at<float2>(workspace, l.stats);
+    s.arrive_ = l.ws.template at<unsigned>(workspace, l.arrive);
     s.pq_ = l.ws.template at<float>(workspace, l.pq);
     s.pe_ = l.ws.template at<float>(workspace, l.pe);
     // resident scoring CTAs on the current device (host query, once): sizes the split-K
@@ -204,11 +225,16 @@ class DeviceSelector {
     return {};
   }
 
-  /// Zeroes every slot's token count and the error flag. Call once after create().
+  /// Zeroes every slot's token count, the error flag and the split path's arrive counters. Call
+  /// once after create(), before any other call (the split path's waits rely on the zeroed
+  /// counters).
   Status initialize(cudaStream_t stream) {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_CUDA_TRY(cudaMemsetAsync(st_.counts, 0, sizeof(int) * cfg_.max_sequences, stream));
     NOSA_CUDA_TRY(cudaMemsetAsync(st_.error, 0, sizeof(unsigned), stream));
+    if constexpr (kKind != SelectorKind::kDense)
+      NOSA_CUDA_TRY(cudaMemsetAsync(arrive_, 0, sizeof(unsigned) * static_cast<std::size_t>(cfg_.max_batch) *
+                                                    cfg_.num_kv_heads * detail::kArriveStride, stream));
     return {};
   }
 
@@ -268,11 +294,10 @@ class DeviceSelector {
   Status select(const SelectArgs<T>& a, cudaStream_t stream) {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_RETURN_IF_ERROR(check_select(a));
-    int cluster = 0;
-    const ClusterPlan* plan = nullptr;
-    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster, &plan));
-    detail::SelectParams<T, KeyStore> p = params_for(a, cluster);
-    NOSA_RETURN_IF_ERROR(launch_stage1(p, a.batch, cluster, plan, stream));
+    Stage1 s1;
+    NOSA_RETURN_IF_ERROR(stage1_for(a, &s1));
+    detail::SelectParams<T, KeyStore> p = params_for(a, s1);
+    NOSA_RETURN_IF_ERROR(launch_stage1(p, a.batch, s1, stream));
     const dim3 grid_sel(cfg_.num_kv_heads, a.batch);
     auto sel = detail::select_kernel<T, KeyStore, kKind>;
     std::size_t sel_smem = 0;
@@ -286,7 +311,7 @@ class DeviceSelector {
     return {};
   }
 
-  /// Fixes a->path, cluster_size and cluster_scan to the shape select(*a) would run, for callers
+  /// Fixes a->path, cluster_size, cluster_scan and head_parts to the shape select(*a) would run, for callers
   /// that select a batch in parts (micro-batches): a call with the pinned shape on a part
   /// (part_of) computes each entry bit for bit as the whole-batch call does, because the
   /// per-entry kernels then no longer depend on the batch size. *per_entry is false where that
@@ -296,18 +321,23 @@ class DeviceSelector {
     if (a == nullptr || per_entry == nullptr) return invalid_argument("pin_shape: a and per_entry must not be null");
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_RETURN_IF_ERROR(check_select(*a));
-    int cluster = 0;
-    const ClusterPlan* plan = nullptr;
-    NOSA_RETURN_IF_ERROR(cluster_for(*a, &cluster, &plan));
-    if (cluster > 0) {
+    Stage1 s1;
+    NOSA_RETURN_IF_ERROR(stage1_for(*a, &s1));
+    a->head_parts = 0;
+    if (s1.parts > 0) {
+      a->path = SelectPath::kSplit;
+      a->cluster_size = 0;
+      a->cluster_scan = ClusterScan::kAuto;
+      a->head_parts = s1.parts;
+    } else if (s1.cluster > 0) {
       a->path = SelectPath::kCluster;
-      a->cluster_size = cluster;
-      a->cluster_scan = plan == &register_clusters_[cluster] ? ClusterScan::kRegisterLogits : ClusterScan::kSharedLogits;
+      a->cluster_size = s1.cluster;
+      a->cluster_scan = s1.plan == &register_clusters_[s1.cluster] ? ClusterScan::kRegisterLogits : ClusterScan::kSharedLogits;
     } else {
       a->path = SelectPath::kGlobal;
       a->cluster_scan = ClusterScan::kAuto;
     }
-    *per_entry = cluster > 0 || kKind == SelectorKind::kDense;
+    *per_entry = s1.parts > 0 || s1.cluster > 0 || kKind == SelectorKind::kDense;
     return {};
   }
 
@@ -331,10 +361,9 @@ class DeviceSelector {
   Status stage1_only(const SelectArgs<T>& a, cudaStream_t stream) {
     NOSA_RETURN_IF_ERROR(check_created());
     NOSA_RETURN_IF_ERROR(check_select(a));
-    int cluster = 0;
-    const ClusterPlan* plan = nullptr;
-    NOSA_RETURN_IF_ERROR(cluster_for(a, &cluster, &plan));
-    return launch_stage1(params_for(a, cluster), a.batch, cluster, plan, stream);
+    Stage1 s1;
+    NOSA_RETURN_IF_ERROR(stage1_for(a, &s1));
+    return launch_stage1(params_for(a, s1), a.batch, s1, stream);
   }
 
   /// Synchronizes `stream` and reports (then clears) the sticky device-side error flags.
@@ -400,19 +429,44 @@ class DeviceSelector {
                                                                                         : ClusterScan::kSharedLogits;
   }
   /// Cluster size (CTAs per (entry, KV head)) select() uses for a batch of `batch` entries on
-  /// `path`; 0 means the global path. Fixed by the config and batch (graph replay stays valid).
+  /// `path`; 0 means the global path, or (path kAuto) the split path where split_path_for(batch).
+  /// Fixed by the config and batch (graph replay stays valid).
   int cluster_size_for(int batch, SelectPath path = SelectPath::kAuto) const {
-    return path == SelectPath::kGlobal ? 0 : choose_cluster(batch);
+    if (path == SelectPath::kGlobal || path == SelectPath::kSplit) return 0;
+    if (path == SelectPath::kAuto && split_path_for(batch)) return 0;
+    return choose_cluster(batch);
+  }
+  /// Whether SelectArgs::head_parts = n can run: a part's keys (and halo) fit the register scan,
+  /// at least one group of n such CTAs is resident at once, and the device launches cooperatively.
+  bool head_parts_usable(int n) const { return n >= 2 && n <= kMaxHeadParts && split_plans_[n].groups > 0; }
+  /// Groups of n CTAs a split launch holds at once (0: n is not usable). A batch of J (entry, head)
+  /// jobs takes ceil(J / groups) jobs per CTA, one after the other.
+  int split_groups(int n) const { return head_parts_usable(n) ? split_plans_[n].groups : 0; }
+  /// CTAs per (entry, KV head) the split path uses for `batch` entries (0: it is not available).
+  int head_parts_for(int batch) const { return choose_parts(batch); }
+  /// Whether path kAuto takes the split path for `batch` entries: where it is available, heads of
+  /// at least kSplitAutoMinKeys compressed keys, and the jobs fit in at most two positions (each
+  /// CTA takes one or two jobs). Measured on an H100 (docs/notes/selector.md), stage 1: 2-21 %
+  /// faster than the cluster path at those shapes at 32K and 128K (it runs on all 132 SMs where
+  /// 16-CTA clusters use 116, and one round ends with no second wave to wait for); from 4
+  /// positions up a job's fixed cost (q and first tiles, the statistics exchange through L2) makes
+  /// it 1-10 % slower, and at 16K it lost at 16 x 8 and 64 x 2 (19.7 against 17.2 us): the
+  /// cluster kernels keep those shapes.
+  bool split_path_for(int batch) const {
+    if (dims_.max_nc < kSplitAutoMinKeys) return false;
+    const int n = choose_parts(batch);
+    return n > 0 && split_positions(batch, n) <= 2;
   }
 
  private:
   struct Dims {
     int max_nc = 0, max_nb = 0, max_splits = 1, pool_splits = 1, ld = 0, pool_window_cap = 0;
+    int max_parts = 2;  ///< split path: most parts per head (a part owns at least 32 keys)
   };
   struct Layout {
     WorkspaceLayout ws;
     Dims dims;
-    int counts, error, ring_k, ring_b, keys, cbias, logits, stats, pq, pe;
+    int counts, error, ring_k, ring_b, keys, cbias, logits, stats, arrive, pq, pe;
   };
 
   // Pooling: ~256 compressed keys' worth of blocks per CTA. Scoring: split-K chosen per call
@@ -422,6 +476,8 @@ class DeviceSelector {
   static constexpr int kScanKeysPerSplit = 256;  // scoring CTAs of large grids
   static constexpr int kFixedSplitWaves = 2;
   static constexpr int kClusterKeysPerCta = 512;  // cluster path: target keys per CTA (choose_cluster)
+  static constexpr int kSplitKeysPerPart = 256;    // split path: target keys per part (choose_parts)
+  static constexpr int kSplitAutoMinKeys = 2047;   // split path: shortest heads auto takes it for (32K tokens)
 
   static Layout layout(const Config& cfg) {
     Layout l;
@@ -432,6 +488,7 @@ class DeviceSelector {
     d.pool_splits = std::max(1, std::min(1024, (d.max_nc + kKeysPerSplit - 1) / kKeysPerSplit));
     d.max_splits = std::max(1, std::min(4096, (d.max_nc + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
     d.ld = (std::max(d.max_nc, 1) + 3) / 4 * 4;
+    d.max_parts = std::max(2, std::min(kMaxHeadParts, (d.max_nc + 31) / 32));
     const int bps = (d.max_nb + d.pool_splits - 1) / d.pool_splits;
     d.pool_window_cap = static_cast<int>((static_cast<long long>(bps) * kBlockSize + sp.window) / sp.stride + 2);
     const std::size_t seq_heads = static_cast<std::size_t>(cfg.max_sequences) * cfg.num_kv_heads;
@@ -444,7 +501,9 @@ class DeviceSelector {
     l.keys = l.ws.add(sizeof(KeyStore) * seq_heads * d.max_nc * kHeadDim);
     l.cbias = l.ws.add(sizeof(float) * seq_heads * d.max_nc);
     l.logits = l.ws.add(sparse ? sizeof(float) * batch_heads * kGroupSize * d.ld : 0);
-    l.stats = l.ws.add(sparse ? sizeof(float2) * batch_heads * d.max_splits * kGroupSize : 0);
+    // split statistics of the global path ([splits][G] per job) or of the split path ([parts][G])
+    l.stats = l.ws.add(sparse ? sizeof(float2) * batch_heads * std::max(d.max_splits, d.max_parts) * kGroupSize : 0);
+    l.arrive = l.ws.add(sparse ? sizeof(unsigned) * batch_heads * detail::kArriveStride : 0);
     l.pq = l.ws.add(sparse ? sizeof(float) * batch_heads * d.max_nb : 0);
     l.pe = l.ws.add(sparse ? sizeof(float) * batch_heads * d.max_nb : 0);
     return l;
@@ -495,6 +554,12 @@ class DeviceSelector {
     else
       return detail::score_pool_cluster_kernel<T, KeyStore, kHeadDim, kGroupSize, need_pe,
                                                V == detail::kClusterPlain ? 0 : 2>;
+  }
+  /// The split path's kernel (exists where the register cluster kernel does).
+  static ClusterKernel split_kernel() {
+    constexpr bool need_pe = kKind == SelectorKind::kNosa;
+    if constexpr (kHasRegisterCluster) return detail::score_pool_split_kernel<T, KeyStore, kHeadDim, kGroupSize, need_pe>;
+    else return nullptr;
   }
   static ClusterKernel cluster_kernel_for(int variant) {
     if (variant == detail::kClusterRegisters) return cluster_kernel<detail::kClusterRegisters>();
@@ -567,21 +632,69 @@ class DeviceSelector {
   /// non-portable size attribute is accepted) the keys per CTA for max_nc, its shared memory, and
   /// how many such clusters can be resident. Leaves every entry unusable for fp32 keys, the dense
   /// policy, devices without cluster launch, and heads too long for 16 CTAs.
+  /// Fills split_plans_ (host queries, once at create; called by plan_clusters once the code is
+  /// known to be sm_90+): for each n in 2..max_parts (kMaxHeadParts, or fewer for short heads) the
+  /// keys per part for max_nc, the register scan's shared memory for them plus the halo, and how
+  /// many groups of n CTAs are resident at once.
+  Status plan_split(int device, int optin, int halo) {
+    if constexpr (!kHasRegisterCluster) {
+      split_why_not_ = "it needs G <= 16 (the register-logit scan)";
+      return {};
+    } else {
+      int coop = 0, sms = 0;
+      NOSA_CUDA_TRY(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
+      NOSA_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+      if (!coop) {
+        split_why_not_ = "the device has no cooperative launch";
+        return {};
+      }
+      auto kernel = split_kernel();
+      cudaFuncAttributes fa{};
+      NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
+      const int dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
+      if (dyn_max > 0) NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn_max));
+      NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+      using R = detail::RegisterScan<T, kHeadDim, kGroupSize>;
+      bool any = false;
+      for (int n = 2; n <= dims_.max_parts; ++n) {
+        const int keys = detail::score_chunk(std::max(dims_.max_nc, 1), n);
+        if (keys + halo > R::kMaxKeys) continue;
+        const std::size_t smem = detail::register_cluster_smem_bytes<T, kHeadDim, kGroupSize>(keys + halo);
+        if (dyn_max <= 0 || smem > static_cast<std::size_t>(dyn_max)) continue;
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, detail::kRegisterScanThreads, smem) != cudaSuccess) {
+          (void)cudaGetLastError();
+          continue;
+        }
+        split_plans_[n] = SplitPlan{keys, static_cast<int>(smem), per_sm * sms / n};
+        any = any || split_plans_[n].groups > 0;
+      }
+      split_why_not_ = any ? ""
+                           : "one head's " + std::to_string(dims_.max_nc) + " compressed keys do not split into at most " +
+                                 std::to_string(dims_.max_parts) + " parts of at most " +
+                                 std::to_string(R::kMaxKeys - halo) + " keys";
+      return {};
+    }
+  }
+
   Status plan_clusters(int device) {
     for (auto& c : clusters_) c = ClusterPlan{};
     for (auto& c : register_clusters_) c = ClusterPlan{};
+    for (auto& n : split_plans_) n = SplitPlan{};
+    split_why_not_ = "not planned";
     if constexpr (kKind == SelectorKind::kDense) {
-      cluster_why_not_ = "the dense policy has no stage 1";
+      cluster_why_not_ = split_why_not_ = "the dense policy has no stage 1";
       return {};
     } else if constexpr (sizeof(KeyStore) != 2) {
-      cluster_why_not_ = "it needs 2-byte keys (KeyStore = T)";
+      cluster_why_not_ = split_why_not_ = "it needs 2-byte keys (KeyStore = T)";
       return {};
     } else {
       int has_clusters = 0, optin = 0;
       NOSA_CUDA_TRY(cudaDeviceGetAttribute(&has_clusters, cudaDevAttrClusterLaunch, device));
       NOSA_CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
       if (!has_clusters) {
-        cluster_why_not_ = "the device has no thread-block clusters (needs sm_90 or newer)";
+        cluster_why_not_ = split_why_not_ = "the device has no thread-block clusters (needs sm_90 or newer)";
         return {};
       }
       cudaFuncAttributes fa{};
@@ -593,6 +706,7 @@ class DeviceSelector {
       if (code_arch < 90) {
         cluster_why_not_ = "the selector's code for this device was compiled for compute_" + std::to_string(code_arch) +
                            " (thread-block clusters need code for sm_90 or newer)";
+        split_why_not_ = cluster_why_not_;
         return {};
       }
       int dyn_plain = 0, dyn_staged = 0, dyn_regs = 0;
@@ -610,6 +724,7 @@ class DeviceSelector {
         clusters_[c] = choose_staging(plain, staged) ? staged : plain;
         register_clusters_[c] = plan_cluster_variant<detail::kClusterRegisters>(c, keys, halo, dyn_regs, np_regs);
       }
+      NOSA_RETURN_IF_ERROR(plan_split(device, optin, halo));
       cluster_why_not_ = max_cluster_size() > 0
                              ? ""
                              : "one head's " + std::to_string(dims_.max_nc) + " compressed keys (max_tokens = " +
@@ -637,6 +752,69 @@ class DeviceSelector {
     return largest;
   }
 
+  /// Jobs per CTA (positions) of a split launch with n parts for `batch` entries.
+  long long split_positions(int batch, int n) const {
+    const long long jobs = static_cast<long long>(batch) * cfg_.num_kv_heads;
+    return (jobs + split_plans_[n].groups - 1) / split_plans_[n].groups;
+  }
+  /// Parts per job of the split path for `batch` entries (0: not available): the fewest positions,
+  /// then keys per part closest to kSplitKeysPerPart, then the fewest parts. Measured on an H100
+  /// (BM_HeadParts, docs/notes/selector.md): a job's fixed cost makes more positions of smaller
+  /// parts slower (16 x 8 at 128K: 132 us at 16 parts in 4 positions, 224 at 64 in 16), and in
+  /// one position 256-key parts were the fastest or within 5 % of it (batch 1 at 128K).
+  int choose_parts(int batch) const {
+    int best = 0;
+    long long best_pos = 0, best_dist = 0;
+    for (int n = 2; n <= kMaxHeadParts; ++n) {
+      if (!head_parts_usable(n)) continue;
+      const long long pos = split_positions(batch, n);
+      const long long dist = std::abs(split_plans_[n].keys - kSplitKeysPerPart);
+      if (best == 0 || pos < best_pos || (pos == best_pos && dist < best_dist)) best = n, best_pos = pos, best_dist = dist;
+    }
+    return best;
+  }
+
+  /// The stage-1 shape of one call: split path (parts > 0), cluster path (cluster > 0, plan: its
+  /// kernel) or global path (all zero).
+  struct Stage1 {
+    int cluster = 0;
+    const ClusterPlan* plan = nullptr;
+    int parts = 0;
+  };
+  /// Resolves SelectArgs::path, head_parts, cluster_size and cluster_scan into the call's Stage1.
+  Status stage1_for(const SelectArgs<T>& a, Stage1* s1) const {
+    *s1 = Stage1{};
+    if (a.head_parts != 0 || a.path == SelectPath::kSplit) {
+      if (a.path != SelectPath::kAuto && a.path != SelectPath::kSplit)
+        return invalid_argument("select: head_parts = " + std::to_string(a.head_parts) + " is set but path = " +
+                                std::string(to_string(a.path)));
+      if (a.cluster_size != 0)
+        return invalid_argument("select: cluster_size = " + std::to_string(a.cluster_size) + " is set but path = split");
+      if (a.cluster_scan != ClusterScan::kAuto) return invalid_argument("select: cluster_scan is set but path = split");
+      if (a.head_parts != 0) {
+        if (a.head_parts < 2 || a.head_parts > kMaxHeadParts)
+          return invalid_argument("select: head_parts = " + std::to_string(a.head_parts) + " is outside [2, " +
+                                  std::to_string(kMaxHeadParts) + "]");
+        if (!head_parts_usable(a.head_parts))
+          return not_supported("select: head_parts = " + std::to_string(a.head_parts) +
+                               " cannot run for this selector on this device" +
+                               (split_why_not_.empty() ? std::string(" (keys per part, shared memory or occupancy)")
+                                                       : ": " + split_why_not_));
+        s1->parts = a.head_parts;
+      } else {
+        s1->parts = choose_parts(a.batch);
+        if (s1->parts == 0) return not_supported("select: path = split is not available for this selector: " + split_why_not_);
+      }
+      return {};
+    }
+    if (a.path == SelectPath::kAuto && a.cluster_size == 0 && a.cluster_scan == ClusterScan::kAuto &&
+        split_path_for(a.batch)) {
+      s1->parts = choose_parts(a.batch);
+      return {};
+    }
+    return cluster_for(a, &s1->cluster, &s1->plan);
+  }
+
   /// The cluster size of this call (0 = global path) from SelectArgs::path and cluster_size, and
   /// the cluster kernel's plan from cluster_scan (nullptr on the global path).
   Status cluster_for(const SelectArgs<T>& a, int* cluster, const ClusterPlan** plan) const {
@@ -644,7 +822,7 @@ class DeviceSelector {
     *plan = nullptr;
     if (a.path != SelectPath::kAuto && a.path != SelectPath::kGlobal && a.path != SelectPath::kCluster)
       return invalid_argument("select: path = " + std::to_string(static_cast<int>(a.path)) +
-                              " is not a SelectPath (auto, global, cluster)");
+                              " is not a SelectPath (auto, global, cluster, split)");
     if (a.cluster_scan != ClusterScan::kAuto && a.cluster_scan != ClusterScan::kSharedLogits &&
         a.cluster_scan != ClusterScan::kRegisterLogits)
       return invalid_argument("select: cluster_scan = " + std::to_string(static_cast<int>(a.cluster_scan)) +
@@ -716,10 +894,30 @@ class DeviceSelector {
   }
 
   /// Stage 1 on the chosen path: the cluster kernel, or score + pool (nothing for dense).
-  Status launch_stage1(const detail::SelectParams<T, KeyStore>& p, int batch, int cluster, const ClusterPlan* plan,
-                       cudaStream_t stream) const {
+  Status launch_stage1(const detail::SelectParams<T, KeyStore>& p, int batch, const Stage1& s1, cudaStream_t stream) const {
+    const int cluster = s1.cluster;
+    const ClusterPlan* plan = s1.plan;
     if constexpr (kKind != SelectorKind::kDense) {
       constexpr bool need_pe = kKind == SelectorKind::kNosa;
+      if constexpr (sizeof(KeyStore) == 2 && kHasRegisterCluster) {
+        if (s1.parts > 0) {  // cooperative: every CTA resident at once (GroupExchange waits)
+          const SplitPlan& sp = split_plans_[s1.parts];
+          const long long jobs = static_cast<long long>(batch) * cfg_.num_kv_heads;
+          const int groups = static_cast<int>(std::min<long long>(sp.groups, jobs));
+          cudaLaunchAttribute attr;
+          attr.id = cudaLaunchAttributeCooperative;
+          attr.val.cooperative = 1;
+          cudaLaunchConfig_t lc{};
+          lc.gridDim = dim3(static_cast<unsigned>(groups * s1.parts), 1, 1);
+          lc.blockDim = dim3(detail::kRegisterScanThreads, 1, 1);
+          lc.dynamicSmemBytes = static_cast<std::size_t>(sp.smem);
+          lc.stream = stream;
+          lc.attrs = &attr;
+          lc.numAttrs = 1;
+          NOSA_CUDA_TRY(cudaLaunchKernelEx(&lc, split_kernel(), p));
+          return {};
+        }
+      }
       if constexpr (sizeof(KeyStore) == 2) {
         if (cluster > 0) {
           const int persistent = plan->variant == detail::kClusterRegisters ? persistent_clusters(batch, plan->active) : 0;
@@ -779,7 +977,8 @@ class DeviceSelector {
                               std::to_string(need) + (kKind == SelectorKind::kDense ? " (max blocks)" : " (min(budget, max blocks))"));
     return {};
   }
-  detail::SelectParams<T, KeyStore> params_for(const SelectArgs<T>& a, int cluster) const {
+  detail::SelectParams<T, KeyStore> params_for(const SelectArgs<T>& a, const Stage1& s1) const {
+    const int cluster = s1.cluster;
     detail::SelectParams<T, KeyStore> p{};
     p.st = st_;
     p.seq_slots = a.seq_slots;
@@ -787,6 +986,7 @@ class DeviceSelector {
     p.q = a.q;
     p.logits = logits_;
     p.stats = stats_;
+    p.arrive = arrive_;
     p.pq = pq_;
     p.pe = pe_;
     p.block_ids = a.block_ids;
@@ -794,8 +994,9 @@ class DeviceSelector {
     p.batch = a.batch;
     p.block_stride = a.block_stride;
     p.ld = dims_.ld;
-    p.splits = cluster > 0 ? cluster : choose_splits(a.batch);  // cluster path: CTAs per head
-    p.cluster_keys = cluster > 0 ? clusters_[cluster].keys : 0;
+    // cluster and split paths: CTAs per head, and the keys one CTA owns at most
+    p.splits = s1.parts > 0 ? s1.parts : cluster > 0 ? cluster : choose_splits(a.batch);
+    p.cluster_keys = s1.parts > 0 ? split_plans_[s1.parts].keys : cluster > 0 ? clusters_[cluster].keys : 0;
     p.pool_splits = dims_.pool_splits;
     p.max_nb = dims_.max_nb;
     p.max_seq_len = a.max_seq_len;
@@ -816,6 +1017,7 @@ class DeviceSelector {
   State st_{};
   float* logits_ = nullptr;
   float2* stats_ = nullptr;
+  unsigned* arrive_ = nullptr;
   float* pq_ = nullptr;
   float* pe_ = nullptr;
   int resident_ctas_ = 1;
@@ -824,6 +1026,14 @@ class DeviceSelector {
   ClusterPlan clusters_[detail::kMaxClusterSize + 1] = {};           ///< shared-logit kernel per cluster size
   ClusterPlan register_clusters_[detail::kMaxClusterSize + 1] = {};  ///< register-logit kernel (active 0: cannot run)
   std::string cluster_why_not_ = "not planned";
+  /// Split path per parts count n: keys per part, dynamic shared bytes, groups of n resident at once.
+  struct SplitPlan {
+    int keys = 0;
+    int smem = 0;
+    int groups = 0;
+  };
+  SplitPlan split_plans_[kMaxHeadParts + 1] = {};
+  std::string split_why_not_ = "not planned";
 };
 
 NOSA_NAMESPACE_END

@@ -115,7 +115,8 @@ class Impl final : public SelectorHandle {
     a.block_stride = stride;
     a.counts = *cnt;
     a.path = path_value_ >= 0 ? static_cast<nosa::SelectPath>(path_value_) : static_cast<nosa::SelectPath>(path_);
-    a.cluster_size = cluster_size_;
+    a.cluster_size = path_ == SelPath::kSplit ? 0 : cluster_size_;
+    a.head_parts = path_ == SelPath::kSplit ? cluster_size_ : 0;
     a.cluster_scan = static_cast<nosa::ClusterScan>(cluster_scan_);
     return a;
   }
@@ -190,7 +191,15 @@ class Impl final : public SelectorHandle {
     return v;
   }
   int auto_cluster_scan(int batch, int c) const override { return static_cast<int>(sel_.cluster_scan_for(batch, c)); }
-  int cluster_size_for(int batch) const override { return sel_.cluster_size_for(batch); }
+  int cluster_size_for(int batch) const override { return sel_.cluster_size_for(batch, nosa::SelectPath::kCluster); }
+  std::vector<int> split_parts() const override {
+    std::vector<int> v;
+    for (int n = 2; n <= nosa::kMaxHeadParts; ++n)
+      if (sel_.head_parts_usable(n)) v.push_back(n);
+    return v;
+  }
+  int head_parts_for(int batch) const override { return sel_.head_parts_for(batch); }
+  bool split_path_for(int batch) const override { return sel_.split_path_for(batch); }
   std::vector<int> cluster_sizes() const override {
     std::vector<int> v;
     for (int c = 2; c <= 16; ++c)

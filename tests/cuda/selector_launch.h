@@ -28,7 +28,7 @@ struct SelConfig {
 };
 
 /// Mirrors nosa::SelectPath.
-enum class SelPath { kAuto = 0, kGlobal = 1, kCluster = 2 };
+enum class SelPath { kAuto = 0, kGlobal = 1, kCluster = 2, kSplit = 3 };
 
 class SelectorHandle {
  public:
@@ -71,10 +71,17 @@ class SelectorHandle {
   virtual std::vector<int> register_scan_sizes() const = 0;
   /// The cluster kernel cluster_scan = auto runs for `batch` at cluster size c (raw ClusterScan value).
   virtual int auto_cluster_scan(int batch, int c) const = 0;
-  /// Cluster size select() takes for `batch` on auto (0: global path).
+  /// Cluster size select() takes for `batch` on the cluster path (0: no cluster path; auto may take
+  /// the split path instead, split_path_for).
   virtual int cluster_size_for(int batch) const = 0;
   /// Cluster sizes usable by this selector on this device, ascending (empty: no cluster path).
   virtual std::vector<int> cluster_sizes() const = 0;
+  /// SelectArgs::head_parts values the split path can run, ascending (empty: no split path). With
+  /// set_path(SelPath::kSplit, n) the following calls force head_parts = n (0: chosen).
+  virtual std::vector<int> split_parts() const = 0;
+  /// head_parts the split path takes for `batch` (0: not available), and whether auto takes it.
+  virtual int head_parts_for(int batch) const = 0;
+  virtual bool split_path_for(int batch) const = 0;
   /// Compressed keys of (slot, h), first n rows, as raw bytes of the store type; scores as fp32.
   virtual void read_state(int slot, int h, int n, std::vector<unsigned char>* key_bytes, std::vector<float>* cbias) = 0;
   virtual int token_count(int slot) = 0;

@@ -187,6 +187,7 @@ struct Tally {
   int compared = 0, skipped = 0;  ///< (entry, head) pairs: compared with the host / skipped near-ties
   int exact_ties = 0;             ///< compared pairs whose query-aware cut fell inside an exact tie
   int global = 0, cluster = 0;    ///< GPU selections compared, per stage-1 path
+  int split = 0;                  ///< GPU selections compared on the split path (forced)
   int register_scan = 0;          ///< of the cluster ones: with the register-logit kernel forced
 };
 
@@ -207,7 +208,9 @@ struct PathChoice {
 /// path at its automatic size and at forced sizes (the smallest usable, 5 and the largest), where
 /// usable: devices with clusters, 2-byte keys, sparse policies, heads that fit; and each cluster
 /// run again with the register-logit kernel forced where it can run (the small batches of the
-/// tests fill less than one wave, where auto keeps the shared-logit kernel).
+/// tests fill less than one wave, where auto keeps the shared-logit kernel). Where the split path
+/// can run: at its automatic part count and forced to the smallest, a middle and the largest
+/// usable one (cluster_size holds head_parts for those).
 std::vector<PathChoice> paths_of(const SelectorHandle& sel, int batch) {
   using nosa_test::SelPath;
   std::vector<PathChoice> v = {{SelPath::kAuto, 0, 0}, {SelPath::kGlobal, 0, 0}};
@@ -224,6 +227,13 @@ std::vector<PathChoice> paths_of(const SelectorHandle& sel, int batch) {
       v.push_back({SelPath::kCluster, c, 0});
       if (has_regs(c)) v.push_back({SelPath::kCluster, c, 2});
     }
+  }
+  const std::vector<int> parts = sel.split_parts();
+  if (!parts.empty()) {
+    v.push_back({SelPath::kSplit, 0, 0});
+    std::vector<int> forced = {parts.front(), parts[parts.size() / 2], parts.back()};
+    forced.erase(std::unique(forced.begin(), forced.end()), forced.end());
+    for (int n : forced) v.push_back({SelPath::kSplit, n, 0});
   }
   return v;
 }
@@ -279,7 +289,9 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
       for (const PathRun& r : runs) {
         const int cnt = r.counts[static_cast<size_t>(i) * H + h];
         const int* got = r.ids.data() + (static_cast<size_t>(i) * H + h) * stride;
-        ++(r.path == nosa_test::SelPath::kCluster ? tally->cluster : tally->global);
+        ++(r.path == nosa_test::SelPath::kCluster ? tally->cluster
+           : r.path == nosa_test::SelPath::kSplit ? tally->split
+                                                  : tally->global);
         tally->register_scan += r.scan == 2;
         const std::vector<int> g(got, got + std::max(cnt, 0));
         if (g != ref.blocks) {
@@ -287,6 +299,7 @@ void check_select(SelectorHandle& sel, const Model& model, const nosa::Selection
           while (at < g.size() && at < ref.blocks.size() && g[at] == ref.blocks[at]) ++at;
           FAIL_CHECK(c.name() << " path " << (r.path == nosa_test::SelPath::kAuto     ? "auto"
                                              : r.path == nosa_test::SelPath::kGlobal ? "global"
+                                             : r.path == nosa_test::SelPath::kSplit  ? "split"
                                                                                       : "cluster")
                               << " cluster_size " << r.cluster_size << " scan " << r.scan
                               << " (auto: " << sel.cluster_size_for(batch)
@@ -418,13 +431,16 @@ TEST_CASE("DeviceSelector: ragged batch, prompt + decode appends, every compiled
     }
   }
   MESSAGE("compared " << total.compared << " (entry, head) selections; skipped " << total.skipped << " near-ties");
-  std::printf("[selector] ragged: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
-              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
+  std::printf("[selector] ragged: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d, split %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.split, total.skipped);
   CHECK(total.compared > 0);
   // sm_90 code on a device with clusters: the cluster path runs for the 2-byte sparse cases
   if (nosa_test::cluster_path_expected()) CHECK(total.cluster > 0);
   else CHECK(total.cluster == 0);
   if (nosa_test::cluster_path_expected()) CHECK(total.register_scan > 0);  // G <= 16 cases
+  // the split path runs wherever the register kernel can (sm_90 code, cooperative launch)
+  if (nosa_test::cluster_path_expected()) CHECK(total.split > 0);
+  else CHECK(total.split == 0);
 }
 
 TEST_CASE("DeviceSelector: incremental appends equal one bulk append (bitwise)") {
@@ -477,10 +493,12 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
     nosa::SelectionParams sp;
     auto sel = make_created(c, 2, H, 131072, sp);
     if (c.kind != nosa::SelectorKind::kDense && !c.float_store) {
-      // 8191 compressed keys per head: auto must take the cluster path (2 x 16 CTAs of 512 keys)
+      // 8191 compressed keys per head: auto must take a path that keeps the logits on chip (2 jobs:
+      // the split path; the cluster path where the split path is not available)
       const std::vector<int> sizes = sel->cluster_sizes();
       CHECK(sizes.empty() == !nosa_test::cluster_path_expected());
-      CHECK((sel->cluster_size_for(2) > 0) == nosa_test::cluster_path_expected());
+      CHECK((sel->cluster_size_for(2) > 0 || sel->split_path_for(2)) == nosa_test::cluster_path_expected());
+      if (nosa_test::cluster_path_expected()) CHECK(sel->split_path_for(2));
       MESSAGE(c.name() << " 128K: auto cluster size for batch 2: " << sel->cluster_size_for(2) << "; " << sizes.size()
                        << " usable sizes, largest " << (sizes.empty() ? 0 : sizes.back()));
     }
@@ -495,8 +513,8 @@ TEST_CASE("DeviceSelector: 128K-token contexts (sampled)") {
     check_select(*sel, model, sp, {&s0, &s1}, {0, 1}, {131072, 70001}, 7, &total);
     check_select(*sel, model, sp, {&s1, &s0}, {1, 0}, {70001, 131072}, 8, &total);
   }
-  std::printf("[selector] 128K: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
-              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
+  std::printf("[selector] 128K: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d, split %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.split, total.skipped);
   MESSAGE("128K: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
 }
 
@@ -535,8 +553,8 @@ TEST_CASE("DeviceSelector: a batch large enough for the fixed-split scan (two wa
     MESSAGE("auto cluster size for batch " << batch << ": " << sel->cluster_size_for(batch));
     check_select(*sel, model, sp, ptrs, slots, lens, 31, &total);
   }
-  std::printf("[selector] fixed-split batch: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
-              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
+  std::printf("[selector] fixed-split batch: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d, split %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.split, total.skipped);
   MESSAGE("fixed-split batch: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
   CHECK(total.compared > 0);
 }
@@ -586,10 +604,11 @@ TEST_CASE("DeviceSelector: the persistent register cluster kernel takes many job
     check_select(*sel, model, sp, ptrs, slots, lens, 43, &total);
     check_select(*sel, model, sp, ptrs, slots, lens, 47, &total, /*graph=*/true);
   }
-  std::printf("[selector] persistent register kernel: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d), near-tie skipped %d\n",
-              total.compared, total.global, total.cluster, total.register_scan, total.skipped);
+  std::printf("[selector] persistent register kernel: compared %d (GPU runs: global/auto %d, cluster %d of which register-logit %d, split %d), near-tie skipped %d\n",
+              total.compared, total.global, total.cluster, total.register_scan, total.split, total.skipped);
   MESSAGE("persistent register kernel: compared " << total.compared << ", skipped " << total.skipped << " near-ties");
   if (nosa_test::cluster_path_expected()) CHECK(total.register_scan > 0);
+  if (nosa_test::cluster_path_expected()) CHECK(total.split > 0);  // several jobs per CTA, idle ones among them
 }
 
 TEST_CASE("DeviceSelector: a batch selected in parts with the pinned shape equals one call (bitwise)") {
@@ -836,6 +855,51 @@ TEST_CASE("DeviceSelector: bad arguments are refused before any launch") {
   }
   sel->set_path(SelPath::kAuto);
   sel->set_cluster_scan(0);
+  // the split path: refused arguments, then invalid and idle entries as on the other paths
+  sel->set_path(SelPath::kSplit, 1);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("head_parts") != std::string::npos);
+  CHECK(counts[0] == -7);
+  sel->set_path(SelPath::kSplit, 129);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("head_parts") != std::string::npos);
+  sel->set_path(SelPath::kSplit, 0);
+  sel->set_cluster_scan(2);
+  st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+  CHECK(st.code() == nosa::StatusCode::kInvalidArgument);
+  CHECK(st.message().find("cluster_scan") != std::string::npos);
+  sel->set_cluster_scan(0);
+  const std::vector<int> parts = sel->split_parts();
+  CHECK(parts.empty() == !nosa_test::cluster_path_expected());  // 31 compressed keys: 2 parts of 32
+  if (parts.empty()) {
+    st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+    CHECK(st.code() == nosa::StatusCode::kNotSupported);
+    CHECK(st.message().find("split") != std::string::npos);
+  }
+  for (int n : {0, parts.empty() ? 0 : parts.back()}) {
+    if (parts.empty()) break;
+    INFO("split path, head_parts " << n);
+    sel->set_path(SelPath::kSplit, n);
+    st = sel->select({0, 1}, {301, 0}, 400, q.data(), 64, &ids, &counts);
+    CHECK(st.ok());
+    CHECK(counts[0] == 0);
+    CHECK(counts[2] == 0);
+    CHECK(sel->device_errors().code() == nosa::StatusCode::kInvalidArgument);
+    st = sel->select({1, 2}, {0, 300}, 300, q.data(), 64, &ids, &counts);  // slot 2 >= max_sequences
+    CHECK(st.ok());
+    CHECK(counts[0] == 0);
+    CHECK(counts[2] == 0);
+    CHECK(sel->device_errors().message().find("seq_slots") != std::string::npos);
+    st = sel->select({0, 1}, {300, 0}, 300, q.data(), 64, &ids, &counts);
+    CHECK(st.ok());
+    CHECK(counts[0] == 5);
+    CHECK(counts[1] == 5);
+    CHECK(counts[2] == 0);
+    CHECK(sel->device_errors().ok());
+  }
+  sel->set_path(SelPath::kAuto);
 
   // fp32 keys: no cluster path; forcing it is refused before any launch, auto takes the global path
   SelCase f32 = c;

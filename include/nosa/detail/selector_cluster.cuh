@@ -253,29 +253,134 @@ NOSA_DEVICE NOSA_FORCEINLINE RegisterScanJob register_scan_job(const SelectParam
   return j;
 }
 
-/// The cluster kernel with the register-logit scan: same results contract as
-/// score_pool_cluster_kernel. Each CTA also scans the few neighbouring keys whose windows its
-/// blocks overlap (their logits only feed S, not its softmax statistics), so S never crosses
-/// CTAs: one exchange of statistics is the only cluster-wide dependency.
-/// Jobs: (entry, head) pairs, job = entry * Hkv + head. Grid (C, Hkv, batch): one job per
-/// cluster. Grid (C, clusters, 1) (DeviceSelector::persistent_clusters): cluster c takes the
-/// jobs c, c + clusters, ... Order of a CTA per job:
-///   scan of [lo, hi) (statistics over its own [j0, j1)) -> q fragments and the first key tiles
-///   of its next job (cp.async: they stream while this job ends) -> arrive -> Pe of its blocks
-///   (compressed scores only) -> wait -> every rank's statistics read through DSMEM, combined in
-///   a fixed order -> arrive -> S and Pq of its blocks from registers and its own shared memory
-///   -> wait (no CTA moves on while another may still read its statistics).
+/// How the CTAs of one (entry, KV head) job exchange their softmax statistics in the register
+/// scan (register_scan_pool). Both give every CTA of a job the same statistics in the same rank
+/// order, so S and the selection do not depend on which policy ran (up to the part sizes).
+///   ClusterExchange: the job's CTAs are one thread-block cluster; statistics are read through
+///     distributed shared memory between split cluster barriers. Grid (C, Hkv, batch) or
+///     (C, clusters, 1) (persistent).
+///   GroupExchange: the job's `parts` CTAs are any `parts` consecutive CTAs of a cooperative grid
+///     (parts * groups CTAs, all resident at once); each part stores its statistics in global
+///     memory (a slot per (job, rank)) and adds its share of kArriveTotal to the job's arrive
+///     counter; a CTA waits until the counter has moved by kArriveTotal since the multiple of
+///     kArriveTotal its own add saw. Counters start at 0 (DeviceSelector::initialize) and every
+///     call adds exactly kArriveTotal per job it runs, so they stay multiples of it between
+///     calls (and wrap consistently: kArriveTotal divides 2^32); no reset launch is needed. A
+///     workspace whose counters were not zeroed (initialize() skipped) can make a wait spin
+///     forever: initialize() is required, as for the token counts.
+/// Interface: parts, rank, first_job, job_stride; token = publish(s_stat, job) after s_stat is
+/// written; wait(job, token) before combine(); combine<Groups>(s_stat, job, grp, g) = the
+/// statistics of query head g of ranks grp, grp + Groups, ... combined in that order;
+/// read_done() after the last combine(); job_done() before the next job rewrites s_stat.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900  // cluster_group exists for sm_90+ only
+struct ClusterExchange {
+  cooperative_groups::cluster_group cluster;
+  int parts, rank, first_job, job_stride;
+  NOSA_DEVICE NOSA_FORCEINLINE ClusterExchange() : cluster(cooperative_groups::this_cluster()) {
+    parts = static_cast<int>(cluster.num_blocks());
+    rank = static_cast<int>(cluster.block_rank());
+    first_job = static_cast<int>(blockIdx.y + gridDim.y * blockIdx.z);
+    job_stride = static_cast<int>(gridDim.y * gridDim.z);
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE unsigned publish(float2*, int) {
+    cluster_arrive();
+    return 0;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE void wait(int, unsigned) { cluster_wait(); }
+  // ranks grp, grp + Groups, ... of query head g, combined in that order
+  template <int Groups>
+  NOSA_DEVICE NOSA_FORCEINLINE float2 combine(float2* s_stat, int, int grp, int g) {
+    float2 acc = make_float2(-INFINITY, 0.f);
+    for (int c = grp; c < parts; c += Groups) acc = softmax_combine(acc, cluster.map_shared_rank(s_stat, c)[g]);
+    return acc;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE void read_done() { cluster_arrive(); }
+  NOSA_DEVICE NOSA_FORCEINLINE void job_done() { cluster_wait(); }
+};
+#endif
+
+/// Arrive counters of GroupExchange: kArriveTotal per job and call, one 128-byte line per job.
+constexpr unsigned kArriveTotal = 1u << 16;
+constexpr int kArriveStride = 32;
+
+template <int G, class P>
+struct GroupExchange {
+  const P& p;  // the kernel's __grid_constant__ parameters: pointers stay in the constant bank
+  int parts, rank, first_job, job_stride;
+  NOSA_DEVICE NOSA_FORCEINLINE explicit GroupExchange(const P& params) : p(params) {
+    parts = p.splits;
+    rank = static_cast<int>(blockIdx.x) % parts;
+    first_job = static_cast<int>(blockIdx.x) / parts;
+    job_stride = static_cast<int>(gridDim.x) / parts;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE float2* slot(int job, int c) const {
+    return p.stats + (static_cast<size_t>(job) * p.splits + c) * G;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE unsigned* counter(int job) const { return p.arrive + static_cast<size_t>(job) * kArriveStride; }
+  // s_stat[g] was written by thread g (write_split_stats). The fence-barrier-atomic order is the
+  // one of a grid barrier: every statistic is visible before the counter moves. Returns (thread 0)
+  // the multiple of kArriveTotal the job's counter held before this call: wait()'s token.
+  NOSA_DEVICE NOSA_FORCEINLINE unsigned publish(float2* s_stat, int job) {
+    if (threadIdx.x < G) {
+      __stcg(slot(job, rank) + threadIdx.x, s_stat[threadIdx.x]);
+      __threadfence();
+    }
+    __syncthreads();
+    unsigned base = 0;
+    if (threadIdx.x == 0) {
+      const unsigned share = kArriveTotal / static_cast<unsigned>(parts);
+      const unsigned add = rank == parts - 1 ? kArriveTotal - share * static_cast<unsigned>(parts - 1) : share;
+      base = atomicAdd(counter(job), add) & ~(kArriveTotal - 1u);
+    }
+    return base;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE void wait(int job, unsigned base) {
+    if (threadIdx.x == 0) {
+      const volatile unsigned* c = counter(job);
+      while (*c - base < kArriveTotal) {
+      }
+      __threadfence();
+    }
+    __syncthreads();
+  }
+  // ranks grp, grp + Groups, ... of query head g, combined in that order; the loads are issued
+  // four at a time (an L2 round trip each under full HBM load: one after the other they cost a
+  // job about as much as its scan at 64 parts, measured in docs/notes/selector.md). An empty
+  // slot (-inf, 0) leaves the combine bit for bit unchanged.
+  template <int Groups>
+  NOSA_DEVICE NOSA_FORCEINLINE float2 combine(float2*, int job, int grp, int g) const {
+    float2 acc = make_float2(-INFINITY, 0.f);
+    for (int c0 = grp; c0 < parts; c0 += 4 * Groups) {
+      float2 v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int c = c0 + i * Groups;
+        v[i] = c < parts ? __ldcg(slot(job, c) + g) : make_float2(-INFINITY, 0.f);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc = softmax_combine(acc, v[i]);
+    }
+    return acc;
+  }
+  NOSA_DEVICE NOSA_FORCEINLINE void read_done() {}
+  NOSA_DEVICE NOSA_FORCEINLINE void job_done() {}
+};
+
+/// The register-logit scan with pooling: same results contract as score_pool_cluster_kernel.
+/// Each CTA also scans the few neighbouring keys whose windows its blocks overlap (their logits
+/// only feed S, not its softmax statistics), so S never crosses CTAs: one exchange of statistics
+/// (Exchange, above) is the only dependency between the CTAs of a job.
+/// Jobs: (entry, head) pairs, job = entry * Hkv + head; a CTA takes the jobs first_job,
+/// first_job + job_stride, ... as part `rank` of `parts`. Order of a CTA per job:
+///   scan of [lo, hi) (statistics over its own [j0, j1)) -> publish -> q fragments and the first
+///   key tiles of its next job (cp.async: they stream while this job ends) -> Pe of its blocks
+///   (compressed scores only) -> wait -> every rank's statistics, combined in a fixed order ->
+///   read_done -> S and Pq of its blocks from registers and its own shared memory -> job_done.
 /// Without the prefetch a CTA would stream nothing from the end of its scan to the start of the
 /// next job's (barrier waits, combine, S, pooling: about a quarter of its time at 128K, measured
 /// in docs/notes/selector.md).
-template <class T, class KS, int D, int G, bool NeedPe>
-__global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
-    score_pool_cluster_registers_kernel(const __grid_constant__ SelectParams<T, KS> p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  (void)p;
-  __trap();
-#else
-  namespace cg = cooperative_groups;
+template <class T, class KS, int D, int G, bool NeedPe, class Exchange>
+NOSA_DEVICE NOSA_FORCEINLINE void register_scan_pool(const SelectParams<T, KS>& p, Exchange& ex) {
   using R = RegisterScan<T, D, G>;
   using CT = cuda_type_t<T>;
   constexpr int P = R::P, KT = R::KT, W = R::W, S = R::kStages, NT = R::kMaxTiles;
@@ -290,9 +395,8 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
   uint4* s_ring = reinterpret_cast<uint4*>(cluster_smem4);         // [W][S][kPieces][32]
   float* s_S = reinterpret_cast<float*>(s_ring + R::kStageWords);  // [hi - lo]
 
-  cg::cluster_group cluster = cg::this_cluster();
-  const int C = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
-  const int jobs = p.batch * p.st.num_kv_heads, job_stride = static_cast<int>(gridDim.y * gridDim.z);
+  const int C = ex.parts, rank = ex.rank;
+  const int jobs = p.batch * p.st.num_kv_heads, job_stride = ex.job_stride;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int t4 = lane & 3, r4 = lane >> 2;
   uint4* mine = s_ring + warp * S * R::kPieces * 32 + lane;  // this lane's pieces: its own column
@@ -327,33 +431,30 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
     }
   };
 
-  ClusterCta cta;
-  int job = next_job(static_cast<int>(blockIdx.y + gridDim.y * blockIdx.z), &cta);
-  if (job >= jobs) return;  // the whole cluster: nothing to do
-  RegisterScanJob js = register_scan_job(p, cta);
-  issue_head(cta, js);
   const float scale2 = p.scale * kLog2e;
-  for (;;) {
-    const ScanRange& r = cta.r;
-    const int lo = js.lo, hi = js.hi, nb = js.nb, m0 = js.m0, m1 = js.m1;
-    const CT* keys = keys_of(cta);
-    auto tile_base = [&](int k) { return lo + (warp + W * k) * R::kTileKeys; };
-    cp_async_wait<S - 1>();  // q landed (this thread's pieces)
-    __syncthreads();         // everyone's; and the previous job's reads of s_S are over
+  using Logits = float[NT][KT][4];  // a lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
 
-    float lg[NT][KT][4];  // this lane's logits: tile k, column kt, rows r4 (e 0, 1) / r4 + 8 (e 2, 3)
+  // one job's scan: key tiles -> lg (every scanned key), statistics of its own keys -> s_stat;
+  // its compressed scores -> sS (cp.async, for Pe). The q fragments and first tiles were issued
+  // by issue_head.
+  auto scan_job = [&](const ClusterCta& cta, const RegisterScanJob& js, Logits& lg, float* sS) {
+    const ScanRange& r = cta.r;
+    const int lo = js.lo, hi = js.hi;
+    const CT* keys = keys_of(cta);
+    cp_async_wait<S - 1>();  // q landed (this thread's pieces)
+    __syncthreads();         // everyone's; and earlier reads of sS are over
     float2 run[2] = {make_float2(-INFINITY, 0.f), make_float2(-INFINITY, 0.f)};
 #pragma unroll
     for (int k = 0; k < NT; ++k) {
       issue_tile(keys, lo, hi, k + S - 1);
-      if (NeedPe && k == 0) {  // the compressed scores of [lo, hi) wait in s_S (free until S is
+      if (NeedPe && k == 0) {  // the compressed scores of [lo, hi) wait in sS (free until S is
                                // formed), so the Pe pooling after the scan reads shared memory
         const float* cb = p.st.cbias + cta.sh * p.st.max_nc;
-        for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) cp_async_4(s_S + (j - lo), cb + j, 4);
+        for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) cp_async_4(sS + (j - lo), cb + j, 4);
       }
       cp_async_commit();
       cp_async_wait<S - 1>();  // tile k has landed (this lane's pieces)
-      const int base = tile_base(k);
+      const int base = lo + (warp + W * k) * R::kTileKeys;
       if (base < hi) {  // warp-uniform
         uint4 kv[P][KT];
 #pragma unroll
@@ -388,48 +489,41 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
         }
       }
     }
-    cp_async_wait<0>();  // the scores in s_S (only empty groups besides)
+    cp_async_wait<0>();  // the scores in sS (only empty groups besides)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const float2 v = quad_softmax_combine(run[half]);
       if (t4 == 0) s_warp[warp][r4 + 8 * half] = v;
     }
     write_split_stats<16, W>(s_warp, s_stat, G);  // starts with __syncthreads: s_a and the ring are free
+  };
 
-    // the next job's q and first key tiles stream while this one ends
-    ClusterCta next;
-    const int next_id = next_job(job + job_stride, &next);
-    RegisterScanJob next_js{};
-    if (next_id < jobs) {
-      next_js = register_scan_job(p, next);
-      issue_head(next, next_js);
-    }
-    cluster_arrive();  // s_stat published
-
-    // Pe needs only the compressed scores (in s_S): pooled while the other CTAs finish their
-    // scans; the barriers of the statistics combine below order these reads before S
-    // overwrites s_S
+  // one job's end: Pe of its blocks (compressed scores in sS), the head's statistics (after
+  // ex.wait), S of its scanned keys from lg into sS, Pq of its blocks
+  auto end_job = [&](const ClusterCta& cta, const RegisterScanJob& js, int job, unsigned token, Logits& lg, float* sS) {
+    const ScanRange& r = cta.r;
+    const int lo = js.lo, hi = js.hi, nb = js.nb, m0 = js.m0, m1 = js.m1;
+    // Pe needs only the compressed scores: pooled while the other CTAs finish their scans; the
+    // barriers of the statistics combine below order these reads before S overwrites sS
     float* pq = p.pq + cta.ih * p.max_nb;
     if constexpr (NeedPe) {
       float* pe = p.pe + cta.ih * p.max_nb;
       for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-        pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
+        pe[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return sS[j - lo]; });
     }
-    cluster_wait();
+    ex.wait(job, token);
 
     // statistics of the whole head: thread (g = t % 16, group t / 16) combines ranks group,
-    // group + kGroups, ... read straight from their shared memory; then the pair of groups in a
-    // warp (lanes l, l ^ 16), then the warps in order. The same fixed order in every CTA.
+    // group + kGroups, ...; then the pair of groups in a warp (lanes l, l ^ 16), then the warps
+    // in order. The same fixed order in every CTA.
     {
       const int g = threadIdx.x & 15, grp = threadIdx.x >> 4;
-      float2 acc = make_float2(-INFINITY, 0.f);
-      if (g < G)
-        for (int c = grp; c < C; c += kGroups) acc = softmax_combine(acc, cluster.map_shared_rank(s_stat, c)[g]);
+      float2 acc = g < G ? ex.template combine<kGroups>(s_stat, job, grp, g) : make_float2(-INFINITY, 0.f);
       float2 o;
       o.x = __shfl_xor_sync(0xffffffffu, acc.x, 16);
       o.y = __shfl_xor_sync(0xffffffffu, acc.y, 16);
       acc = (lane < 16) ? softmax_combine(acc, o) : softmax_combine(o, acc);  // same operands order in both lanes
-      cluster_arrive();  // this CTA has read every rank's statistics
+      ex.read_done();  // this CTA has read every rank's statistics
       if (lane < 16) s_comb[warp][g] = acc;
       __syncthreads();
       if (threadIdx.x < G) {
@@ -446,7 +540,7 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
     const float off0 = row0 ? s_off[r4] : 0.f, off8 = row8 ? s_off[r4 + 8] : 0.f;
 #pragma unroll
     for (int k = 0; k < NT; ++k) {
-      const int base = tile_base(k);
+      const int base = lo + (warp + W * k) * R::kTileKeys;
       if (base >= hi) continue;  // warp-uniform
 #pragma unroll
       for (int kt = 0; kt < KT; ++kt)
@@ -457,18 +551,67 @@ __global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_C
           v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 8));
           v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 16));
           const int j = base + kt * 8 + 2 * t4 + e;
-          if (r4 == 0 && j < hi) s_S[j - lo] = v;
+          if (r4 == 0 && j < hi) sS[j - lo] = v;
         }
     }
     __syncthreads();
     for (int m = m0 + threadIdx.x; m < m1; m += blockDim.x)
-      pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return s_S[j - lo]; });
-    cluster_wait();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
+      pq[m] = pool_pq(p, m, nb - 1, r.nc, [&](int j) { return sS[j - lo]; });
+  };
+
+  ClusterCta cta;
+  int job = next_job(ex.first_job, &cta);
+  if (job >= jobs) return;  // the whole cluster / group: nothing to do
+  RegisterScanJob js = register_scan_job(p, cta);
+  issue_head(cta, js);
+  for (;;) {
+    Logits lg;
+    scan_job(cta, js, lg, s_S);
+    const unsigned token = ex.publish(s_stat, job);
+    // the next job's q and first key tiles stream while this one ends
+    ClusterCta next;
+    const int next_id = next_job(job + job_stride, &next);
+    RegisterScanJob next_js{};
+    if (next_id < jobs) {
+      next_js = register_scan_job(p, next);
+      issue_head(next, next_js);
+    }
+    end_job(cta, js, job, token, lg, s_S);
+    ex.job_done();  // no CTA rewrites its s_stat (next job) or exits while another may still read it
     if (next_id >= jobs) break;
     job = next_id;
     cta = next;
     js = next_js;
   }
+}
+
+/// The register-logit cluster kernel: one cluster per job (grid (C, Hkv, batch)) or persistent
+/// clusters (grid (C, clusters, 1), DeviceSelector::persistent_clusters); ClusterExchange.
+template <class T, class KS, int D, int G, bool NeedPe>
+__global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
+    score_pool_cluster_registers_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  (void)p;
+  __trap();
+#else
+  ClusterExchange ex;
+  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
+#endif
+}
+
+/// The split path's kernel: the register-logit scan with each job split over p.splits CTAs that
+/// need not share a GPC, grid (p.splits * groups) launched cooperatively (every CTA resident at
+/// once, which GroupExchange's waits need); group g takes the jobs g, g + groups, ..., so every
+/// CTA of a job reaches it at the same position of its sequence and no wait can close a cycle.
+template <class T, class KS, int D, int G, bool NeedPe>
+__global__ void __launch_bounds__(kRegisterScanThreads, NOSA_REGISTER_SCAN_MIN_CTAS)
+    score_pool_split_kernel(const __grid_constant__ SelectParams<T, KS> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  (void)p;
+  __trap();
+#else
+  GroupExchange<G, SelectParams<T, KS>> ex(p);
+  register_scan_pool<T, KS, D, G, NeedPe>(p, ex);
 #endif
 }
 

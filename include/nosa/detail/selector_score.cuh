@@ -38,6 +38,7 @@ struct SelectParams {
   const T* q;            ///< [batch][Hkv*G][D]
   float* logits;         ///< [max_batch][Hkv][G][ld]
   float2* stats;         ///< [max_batch][Hkv][splits][G]
+  unsigned* arrive;      ///< split path: arrive counter per job [max_batch * Hkv][kArriveStride]
   float* pq;             ///< [max_batch][Hkv][max_nb]
   float* pe;             ///< [max_batch][Hkv][max_nb]
   int* block_ids;        ///< [batch][Hkv][block_stride]
@@ -45,7 +46,7 @@ struct SelectParams {
   int batch;             ///< entries of this call
   int block_stride;
   int ld;                ///< logits row stride (>= max_nc, multiple of 4)
-  int splits;            ///< split-K parts of the scoring kernel (chosen per call)
+  int splits;            ///< split-K parts of the scoring kernel, CTAs per job of the cluster / split path
   int pool_splits;       ///< block ranges of the pooling kernel (fixed by the config)
   int max_nb;
   int max_seq_len;
