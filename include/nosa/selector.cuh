@@ -566,20 +566,25 @@ class DeviceSelector {
     return variant == detail::kClusterStaged ? cluster_kernel<detail::kClusterStaged>() : cluster_kernel<detail::kClusterPlain>();
   }
 
-  /// Kernel attributes of one cluster-kernel variant: the largest dynamic shared memory the
-  /// device allows next to its static shared memory (dyn_max, <= 0: none), the whole L1/shared
-  /// carveout as shared memory (the keys stream past L1; they are read once), and cluster sizes
-  /// above 8 where the device accepts them (non_portable). The same values from every selector of
-  /// this instantiation: a later create() cannot shrink what an earlier one's launches need.
-  template <int V>
-  static Status prepare_cluster_kernel(int optin, int* dyn_max, bool* non_portable) {
-    auto kernel = cluster_kernel<V>();
+  /// Kernel attributes of a cluster-path or split-path kernel: the largest dynamic shared memory
+  /// the device allows next to its static shared memory (dyn_max, <= 0: none) and the whole
+  /// L1/shared carveout as shared memory (the keys stream past L1; they are read once);
+  /// prepare_cluster_kernel also allows cluster sizes above 8 where the device accepts them
+  /// (non_portable). The same values from every selector of this instantiation: a later create()
+  /// cannot shrink what an earlier one's launches need.
+  static Status prepare_kernel(ClusterKernel kernel, int optin, int* dyn_max) {
     cudaFuncAttributes fa{};
     NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
     *dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
     if (*dyn_max > 0) NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, *dyn_max));
     NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                        static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+    return {};
+  }
+  template <int V>
+  static Status prepare_cluster_kernel(int optin, int* dyn_max, bool* non_portable) {
+    auto kernel = cluster_kernel<V>();
+    NOSA_RETURN_IF_ERROR(prepare_kernel(kernel, optin, dyn_max));
     *non_portable = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess;
     if (!*non_portable) (void)cudaGetLastError();  // refused: sizes above 8 stay unusable
     return {};
@@ -649,12 +654,8 @@ class DeviceSelector {
         return {};
       }
       auto kernel = split_kernel();
-      cudaFuncAttributes fa{};
-      NOSA_CUDA_TRY(cudaFuncGetAttributes(&fa, kernel));
-      const int dyn_max = optin - static_cast<int>(fa.sharedSizeBytes);
-      if (dyn_max > 0) NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn_max));
-      NOSA_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+      int dyn_max = 0;
+      NOSA_RETURN_IF_ERROR(prepare_kernel(kernel, optin, &dyn_max));
       using R = detail::RegisterScan<T, kHeadDim, kGroupSize>;
       bool any = false;
       for (int n = 2; n <= dims_.max_parts; ++n) {
