@@ -198,7 +198,6 @@ class Impl final : public SelectorHandle {
       if (sel_.head_parts_usable(n)) v.push_back(n);
     return v;
   }
-  int head_parts_for(int batch) const override { return sel_.head_parts_for(batch); }
   bool split_path_for(int batch) const override { return sel_.split_path_for(batch); }
   std::vector<int> cluster_sizes() const override {
     std::vector<int> v;

@@ -79,8 +79,7 @@ class SelectorHandle {
   /// SelectArgs::head_parts values the split path can run, ascending (empty: no split path). With
   /// set_path(SelPath::kSplit, n) the following calls force head_parts = n (0: chosen).
   virtual std::vector<int> split_parts() const = 0;
-  /// head_parts the split path takes for `batch` (0: not available), and whether auto takes it.
-  virtual int head_parts_for(int batch) const = 0;
+  /// Whether auto takes the split path for `batch`.
   virtual bool split_path_for(int batch) const = 0;
   /// Compressed keys of (slot, h), first n rows, as raw bytes of the store type; scores as fp32.
   virtual void read_state(int slot, int h, int n, std::vector<unsigned char>* key_bytes, std::vector<float>* cbias) = 0;
